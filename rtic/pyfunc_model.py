@@ -1,0 +1,59 @@
+"""The MLflow pyfunc model (models-from-code): DataFrame with `text` (and optional `firm_id`) in,
+per-sector probability and assigned flag out.
+
+MLflow loads this file by path; the classifier itself comes from the `classifier` artifact and the
+embedding model from the installed weights package, so nothing is downloaded at load time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+def probability_column(sector_id: str) -> str:
+    return f"{sector_id}__probability"
+
+
+def assigned_column(sector_id: str) -> str:
+    return f"{sector_id}__assigned"
+
+
+class SectorModel(PythonModel):
+    def load_context(self, context):
+        import joblib
+
+        from rtic.encoder import Encoder
+
+        with open(context.artifacts["meta"], encoding="utf-8") as fh:
+            self.meta = json.load(fh)
+        self.classifier = joblib.load(context.artifacts["classifier"])
+        config = context.model_config or {}
+        self.classifier.encoder = Encoder(
+            cache_path=config.get("embedding_cache") or None,
+            use_bf16=config.get("use_bf16"),
+            batch_size=int(config.get("batch_size") or 32),
+        )
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        wanted = (params or {}).get("taxonomy_version") or ""
+        if wanted and wanted != self.meta["taxonomy_version"]:
+            raise ValueError(
+                f"model was trained on taxonomy {self.meta['taxonomy_version']}, refusing to score against taxonomy {wanted}"
+            )
+        texts = model_input["text"].fillna("").astype(str).tolist()
+        proba = self.classifier.predict_proba(texts)
+        thresholds = self.classifier.thresholds_
+        out = pd.DataFrame(index=model_input.index)
+        if "firm_id" in model_input.columns:
+            out["firm_id"] = model_input["firm_id"].astype(str)
+        for j, sector in enumerate(self.classifier.sector_ids):
+            out[probability_column(sector)] = proba[:, j].astype(float)
+            out[assigned_column(sector)] = proba[:, j] >= thresholds[j]
+        return out
+
+
+mlflow.models.set_model(SectorModel())

@@ -1,0 +1,74 @@
+"""Reading and writing the plain tables that pass between stages (CSV or Parquet), with clear errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from rtic.errors import RticError
+
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+    """Read a CSV (UTF-8) or Parquet file as strings where CSV, raising RticError for user mistakes."""
+    path = Path(path)
+    if not path.exists():
+        raise RticError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise RticError(f"{what} is a folder, expected a CSV or Parquet file: {path}")
+    if path.stat().st_size == 0:
+        raise RticError(f"{what} is empty: {path}")
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="strict")
+    except UnicodeDecodeError as exc:
+        raise RticError(f"{what} {path} is not valid UTF-8 (byte {exc.start}): re-save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise RticError(f"{what} is empty: {path}") from None
+    except pd.errors.ParserError as exc:
+        raise RticError(f"{what} {path} is not a well-formed CSV: {str(exc).strip().splitlines()[-1]}") from None
+    except (OSError, ValueError) as exc:
+        raise RticError(f"cannot read {what} {path}: {str(exc).strip().splitlines()[0]}") from None
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RticError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(df.columns[:12])})")
+
+
+def check_unique_ids(df: pd.DataFrame, path: str | Path, what: str, column: str = "firm_id") -> None:
+    ids = df[column].astype(str).str.strip()
+    if (ids == "").any():
+        rows = (ids == "").to_numpy().nonzero()[0][:5] + 2
+        raise RticError(f"{what} {path} has empty {column} on line(s) {', '.join(map(str, rows))}")
+    dupes = ids[ids.duplicated()].unique()
+    if len(dupes):
+        shown = ", ".join(dupes[:5]) + (" …" if len(dupes) > 5 else "")
+        raise RticError(f"{what} {path} has {len(dupes)} duplicate {column} value(s): {shown}")
+
+
+def write_atomically(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write Parquet or CSV (by suffix) via a temporary file, so a failure never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,119 @@
+"""The sector taxonomy: a versioned YAML file of sectors and their verticals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rtic.config import DEFAULT_TAXONOMY
+from rtic.errors import RticError
+
+
+@dataclass(frozen=True)
+class Sector:
+    id: str
+    name: str
+    description: str
+    parent: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    expected_share: float | None = None
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    version: str
+    sectors: tuple[Sector, ...]  # the top-level sectors models are trained on
+    verticals: tuple[Sector, ...] = field(default=())
+    name: str = ""
+
+    @property
+    def sector_ids(self) -> list[str]:
+        return [s.id for s in self.sectors]
+
+    def sector(self, sector_id: str) -> Sector:
+        for s in self.sectors + self.verticals:
+            if s.id == sector_id:
+                return s
+        raise RticError(f"unknown sector '{sector_id}' (known: {', '.join(self.sector_ids)})")
+
+    def verticals_of(self, sector_id: str) -> list[Sector]:
+        return [v for v in self.verticals if v.parent == sector_id]
+
+
+def _sector_from(entry: object, where: str) -> Sector:
+    if not isinstance(entry, dict):
+        raise RticError(f"{where}: expected a mapping with id, name and description")
+    sid = str(entry.get("id") or "").strip()
+    if not sid:
+        raise RticError(f"{where}: sector without an id")
+    share = entry.get("expected_share")
+    return Sector(
+        id=sid,
+        name=str(entry.get("name") or "").strip(),
+        description=" ".join(str(entry.get("description") or "").split()),
+        parent=(str(entry["parent"]).strip() if entry.get("parent") else None),
+        include=tuple(str(p) for p in entry.get("include") or ()),
+        exclude=tuple(str(p) for p in entry.get("exclude") or ()),
+        expected_share=float(share) if share is not None else None,
+    )
+
+
+def parse_taxonomy(data: object, source: str = "taxonomy") -> Taxonomy:
+    """Build a Taxonomy from parsed YAML, raising RticError with every problem found."""
+    if not isinstance(data, dict):
+        raise RticError(f"{source}: expected a mapping with 'version' and 'sectors'")
+    problems: list[str] = []
+    version = str(data.get("version") or "").strip()
+    if not version:
+        problems.append("no 'version'")
+    raw_sectors = data.get("sectors") or []
+    raw_verticals = data.get("verticals") or []
+    if not isinstance(raw_sectors, list) or not raw_sectors:
+        raise RticError(f"{source}: 'sectors' must be a non-empty list")
+    if not isinstance(raw_verticals, list):
+        raise RticError(f"{source}: 'verticals' must be a list")
+    sectors = [_sector_from(e, f"{source}: sectors[{i}]") for i, e in enumerate(raw_sectors)]
+    verticals = [_sector_from(e, f"{source}: verticals[{i}]") for i, e in enumerate(raw_verticals)]
+    # A top-level entry with a parent is a vertical too.
+    verticals += [s for s in sectors if s.parent]
+    sectors = [s for s in sectors if not s.parent]
+
+    seen: set[str] = set()
+    for s in sectors + verticals:
+        if s.id in seen:
+            problems.append(f"duplicate id '{s.id}'")
+        seen.add(s.id)
+        if not s.name:
+            problems.append(f"'{s.id}' has no name")
+        if not s.description:
+            problems.append(f"'{s.id}' has an empty description")
+        if s.expected_share is not None and not 0 < s.expected_share < 1:
+            problems.append(f"'{s.id}' expected_share must be between 0 and 1")
+    top_ids = {s.id for s in sectors}
+    for v in verticals:
+        if v.parent not in top_ids:
+            problems.append(f"'{v.id}' has unknown parent '{v.parent}'")
+    if problems:
+        raise RticError(f"{source}: " + "; ".join(problems))
+    return Taxonomy(version=version, sectors=tuple(sectors), verticals=tuple(verticals), name=str(data.get("name") or ""))
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Read and validate a taxonomy file (the default one when path is None)."""
+    path = Path(path) if path else DEFAULT_TAXONOMY
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RticError(f"taxonomy file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise RticError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RticError(f"{path}: invalid YAML{where}") from None
+    return parse_taxonomy(data, source=str(path))

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from rtic.classifier import Platt, SectorClassifier, best_f1_threshold
+from conftest import HashEncoder
+
+TOPICS = {
+    "energy": "solar wind turbines heat pumps batteries grid carbon renewable",
+    "money": "payments banking lending cards wallets ledger compliance fraud",
+    "robots": "robot arms automation grippers welding cells factory vision",
+}
+FILLER = "friendly team based in the uk serving customers since years quality service call us today".split()
+
+
+def make_data(n_per=20, seed=0):
+    rng = np.random.default_rng(seed)
+    texts, Y = [], []
+    topics = list(TOPICS)
+    for k, topic in enumerate(topics + ["none"]):
+        for _ in range(n_per):
+            words = list(rng.choice(FILLER, 8))
+            if topic != "none":
+                words += list(rng.choice(TOPICS[topic].split(), 5))
+            rng.shuffle(words)
+            texts.append(" ".join(words))
+            Y.append([int(t == topic) for t in topics])
+    return texts, np.array(Y), topics
+
+
+@pytest.mark.parametrize("features", ["embedding", "tfidf", "embedding+tfidf"])
+def test_fit_predict_recovers_topics(features):
+    texts, Y, topics = make_data()
+    clf = SectorClassifier(topics, encoder=HashEncoder(), features=features, C=2.0).fit(texts, Y)
+    test_texts, test_Y, _ = make_data(n_per=10, seed=1)
+    pred = clf.predict(test_texts)
+    assert pred.shape == test_Y.shape
+    accuracy = (pred == test_Y.astype(bool)).mean()
+    assert accuracy > 0.9
+    proba = clf.predict_proba(test_texts)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    assert all(0.05 <= t <= 0.95 for t in clf.thresholds_)
+
+
+def test_multilabel_firm_gets_both_sectors():
+    texts, Y, topics = make_data()
+    clf = SectorClassifier(topics, encoder=HashEncoder(), features="tfidf").fit(texts, Y)
+    both = clf.predict(["solar batteries grid payments lending ledger cards renewable"])[0]
+    assert both[topics.index("energy")] and both[topics.index("money")]
+    assert not both[topics.index("robots")]
+
+
+def test_sector_with_too_few_positives_warns_and_keeps_default_threshold():
+    texts, Y, topics = make_data()
+    Y[:, 2] = 0
+    Y[:3, 2] = 1  # robots: only three positives
+    clf = SectorClassifier(topics, encoder=HashEncoder(), features="tfidf").fit(texts, Y)
+    assert any("robots" in w for w in clf.warnings_)
+    assert clf.thresholds_[2] == 0.5
+
+
+def test_classifier_pickles_without_its_encoder():
+    import pickle
+
+    texts, Y, topics = make_data(n_per=8)
+    clf = SectorClassifier(topics, encoder=HashEncoder(), features="embedding+tfidf").fit(texts, Y)
+    clone = pickle.loads(pickle.dumps(clf))
+    assert clone.encoder is None
+    clone.encoder = HashEncoder()
+    np.testing.assert_allclose(clone.predict_proba(texts), clf.predict_proba(texts))
+
+
+def test_best_f1_threshold_separates_perfectly():
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.9])
+    t = best_f1_threshold(y, p)
+    assert 0.3 < t < 0.7
+
+
+def test_platt_is_monotonic_and_calibrates():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-2 * scores))).astype(int)
+    cal = Platt.fit(scores, y)
+    assert cal.a == pytest.approx(2.0, rel=0.2)
+    p = cal(np.sort(scores))
+    assert (np.diff(p) >= 0).all()

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from rtic.encoder import Encoder, EmbeddingCache, verify_weights
+from rtic.errors import RticError
+
+
+def test_vectors_are_normalised_and_meaningful(tmp_path):
+    enc = Encoder(cache_path=tmp_path / "cache.sqlite")
+    v = enc.encode(["We install solar panels and heat pumps.", "Solar PV and heat-pump installers.", "Wedding cakes baked to order."])
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_second_call_does_no_model_work(tmp_path):
+    texts = ["Open banking payments for merchants.", "A family bakery in Bath.", "Open banking payments for merchants."]
+    first = Encoder(cache_path=tmp_path / "cache.sqlite")
+    a = first.encode(texts)
+    assert first.texts_embedded == 2  # the repeated text is embedded once
+    again = Encoder(cache_path=tmp_path / "cache.sqlite")  # a new process would look like this
+    b = again.encode(texts)
+    assert again.texts_embedded == 0
+    assert again._model is None  # the model was never even loaded
+    np.testing.assert_array_equal(a, b)
+
+
+def test_precision_is_part_of_the_cache_key(tmp_path):
+    fp32 = Encoder(cache_path=tmp_path / "c.sqlite", use_bf16=False)
+    bf16 = Encoder(cache_path=tmp_path / "c.sqlite", use_bf16=True)
+    assert fp32.model_key != bf16.model_key
+    a, b = fp32.encode(["Satellite propulsion for CubeSats."]), bf16.encode(["Satellite propulsion for CubeSats."])
+    assert bf16.texts_embedded == 1
+    assert float(a[0] @ b[0]) > 0.99
+
+
+def test_long_text_is_split_into_chunks_and_pooled(tmp_path):
+    enc = Encoder(cache_path=None)
+    long_text = "We design robots for factories. " * 200
+    assert len(enc._chunks(long_text)) > 1
+    assert len(enc._chunks("short text")) == 1
+    v = enc.encode([long_text, ""])
+    assert np.isfinite(v).all()
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not the real weights")
+    with pytest.raises(RticError, match="do not match upstream"):
+        verify_weights(tmp_path)
+    with pytest.raises(RticError, match="not found"):
+        verify_weights(tmp_path / "missing")
+
+
+def test_cache_roundtrip(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    cache.put_many("m", [("h1", np.ones(4, dtype=np.float32))])
+    assert set(cache.get_many("m", ["h1", "h2"])) == {"h1"}
+    assert cache.get_many("other", ["h1"]) == {}
