@@ -7,6 +7,7 @@ scores, and its decision threshold is the one that maximises F1 on those out-of-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,6 +34,12 @@ class Platt:
     def fit(cls, scores: np.ndarray, y: np.ndarray) -> "Platt":
         lr = LogisticRegression(C=1e4).fit(scores.reshape(-1, 1), y)
         return cls(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+
+def lead_snippet(text: str, sentences: int) -> str:
+    """The first `sentences` sentences of a text: what a short directory description looks like."""
+    parts = re.split(r"(?<=[.!?])\s+", " ".join(str(text).split()))
+    return " ".join(parts[:sentences])
 
 
 def best_f1_threshold(y: np.ndarray, proba: np.ndarray, low: float = 0.05, high: float = 0.95) -> float:
@@ -64,10 +71,11 @@ class SectorClassifier:
         sector_ids: Sequence[str],
         encoder=None,
         features: str = "embedding+tfidf",
-        C: float = 4.0,
+        C: float = 1.0,
         tfidf_weight: float = 1.0,
         cv: int = 5,
         min_positives: int = 5,
+        lead_sentences: Sequence[int] = (1, 2),
         random_state: int = 0,
     ):
         if features not in FEATURE_SETS:
@@ -79,6 +87,9 @@ class SectorClassifier:
         self.tfidf_weight = tfidf_weight
         self.cv = cv
         self.min_positives = min_positives
+        # Each training text is also learnt from its first sentence(s), so that short texts (a
+        # one-line description, a sparse home page) are scored on the same scale as long ones.
+        self.lead_sentences = tuple(lead_sentences)
         self.random_state = random_state
 
     # -- features -------------------------------------------------------------------------
@@ -121,14 +132,27 @@ class SectorClassifier:
         return scores
 
     # -- estimator API -----------------------------------------------------------------------
-    def fit(self, texts: Sequence[str], Y: np.ndarray) -> "SectorClassifier":
+    def fit(self, texts: Sequence[str], Y: np.ndarray, groups: Sequence | None = None) -> "SectorClassifier":
+        """Fit on texts and their 0/1 label matrix Y (n_texts, n_sectors).
+
+        `groups` keeps rows of one firm (e.g. a text and its lead snippet) in the same fold, so
+        out-of-fold scores never see a near-copy of the row being scored.
+        """
         texts = [str(t) for t in texts]
         Y = np.asarray(Y, dtype=int)
         if Y.shape != (len(texts), len(self.sector_ids)):
             raise ValueError(f"Y must have shape ({len(texts)}, {len(self.sector_ids)})")
+        n_original = len(texts)
+        positives = Y.sum(axis=0)
+        groups = np.asarray(groups if groups is not None else np.arange(n_original))
+        for k in self.lead_sentences:
+            leads = [lead_snippet(t, k) for t in texts[:n_original]]
+            keep = [i for i, (lead, full) in enumerate(zip(leads, texts[:n_original])) if lead and lead != full]
+            texts = texts + [leads[i] for i in keep]
+            Y = np.vstack([Y, Y[keep]])
+            groups = np.r_[groups, groups[keep]]
         emb = self._embed(texts)
         n = len(texts)
-        positives = Y.sum(axis=0)
         self.warnings_ = [
             f"sector '{s}' has {int(p)} positive examples (< {self.min_positives}): fixed threshold 0.5, no tuning"
             for s, p in zip(self.sector_ids, positives)
@@ -136,8 +160,10 @@ class SectorClassifier:
         ]
         # Out-of-fold scores -> calibration and thresholds that were not fitted on the same rows.
         oof = np.zeros(Y.shape)
-        folds = KFold(n_splits=min(self.cv, n), shuffle=True, random_state=self.random_state)
-        for train, test in folds.split(np.arange(n)):
+        group_ids = np.unique(groups, return_inverse=True)[1]
+        folds = KFold(n_splits=min(self.cv, group_ids.max() + 1), shuffle=True, random_state=self.random_state)
+        for train_groups, test_groups in folds.split(np.arange(group_ids.max() + 1)):
+            train, test = np.flatnonzero(np.isin(group_ids, train_groups)), np.flatnonzero(np.isin(group_ids, test_groups))
             oof[test] = self._fit_scores(emb, texts, Y, train, test)
         self.calibrators_, self.thresholds_ = [], np.full(len(self.sector_ids), 0.5)
         oof_proba = np.zeros(Y.shape)
@@ -148,7 +174,7 @@ class SectorClassifier:
             oof_proba[:, j] = cal(oof[:, j])
             if positives[j] >= self.min_positives:
                 self.thresholds_[j] = best_f1_threshold(y, oof_proba[:, j])
-        self.oof_proba_ = oof_proba
+        self.oof_proba_ = oof_proba[:n_original]  # scores of the texts as given, for reports
         # Final models on everything.
         self.vectorizer_ = self._new_vectorizer().fit(texts) if self._uses("tfidf") else None
         X = self._matrix(emb, texts, self.vectorizer_)

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
     p.add_argument("--name", default=MODEL_NAME, help=f"registered model name (default {MODEL_NAME})")
     p.add_argument("--features", default="embedding+tfidf", choices=["embedding", "tfidf", "embedding+tfidf"], help="feature set (default embedding+tfidf)")
-    p.add_argument("--C", type=float, default=4.0, help="inverse regularisation strength of each sector's logistic regression (default 4)")
+    p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength of each sector's logistic regression (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the folds (default 0)")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the registry already has a champion")
     p.set_defaults(func=cmd_train)

@@ -43,7 +43,7 @@ def train(
     taxonomy_path: str | Path | None = None,
     name: str = MODEL_NAME,
     features: str = "embedding+tfidf",
-    C: float = 4.0,
+    C: float = 1.0,
     seed: int = 0,
     progress=print,
 ) -> TrainResult:
