@@ -142,16 +142,26 @@ def read_postcode_lookup(path: str | Path) -> pd.DataFrame:
     return out
 
 
+def _district_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One file's districts: its explicit outcode rows, else the mean position and most common areas of its postcodes."""
+    explicit = rows[rows["postcode"] == ""].drop_duplicates("outcode").set_index("outcode").drop(columns=["postcode"])
+    full = rows[(rows["postcode"] != "") & rows["easting"].notna() & ~rows["outcode"].isin(explicit.index)]
+    derived = full.groupby("outcode")[["easting", "northing"]].mean()
+    for level in [c for c in rows.columns if c in AREA_LEVELS]:
+        counts = full.groupby(["outcode", level]).size().reset_index(name="n").sort_values(["outcode", "n"], ascending=[True, False])
+        derived[level] = counts.drop_duplicates("outcode").set_index("outcode")[level]
+    return pd.concat([explicit, derived])
+
+
 def load_lookup(paths: list[str | Path]) -> PostcodeLookup:
-    """Combine lookups; the first file that knows a postcode or district wins."""
+    """Combine lookups; the first file that knows a postcode, or a district, wins."""
     frames = [read_postcode_lookup(p) for p in paths]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["postcode", "outcode", "easting", "northing"])
+    if not frames:
+        raise RticError("no postcode lookup given")
+    rows = pd.concat(frames, ignore_index=True)
     full = rows[rows["postcode"] != ""].drop_duplicates("postcode").set_index("postcode")
-    explicit = rows[rows["postcode"] == ""].drop_duplicates("outcode").set_index("outcode")
-    # Districts that only an ONSPD file knows: the mean position of their postcodes, their most common areas.
-    derived = full.dropna(subset=["easting"]).groupby("outcode")[["easting", "northing"]].mean()
-    derived = derived[~derived.index.isin(explicit.index)]
-    districts = pd.concat([explicit.drop(columns=["postcode"], errors="ignore"), derived])
+    districts = pd.concat([_district_rows(f) for f in frames])
+    districts = districts[~districts.index.duplicated(keep="first")]
     areas = [c for c in rows.columns if c in AREA_LEVELS]
     return PostcodeLookup(full, districts, {a: a for a in areas}, [str(p) for p in paths])
 

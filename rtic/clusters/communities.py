@@ -49,6 +49,7 @@ class Participation:
 class CommunityResult:
     members: pd.DataFrame  # MEMBER_COLUMNS; community_id None for participants in communities below min_members
     edges: pd.DataFrame  # a, b, weight (participant ids)
+    summary: pd.DataFrame  # community_id, participants, firms, internal_projects (projects with 2+ of its members)
     notes: list[str]
 
 
@@ -146,4 +147,17 @@ def find_communities(participation: Participation, firm_ids: pd.Series | list, p
         "projects": rows.groupby("participant_id").size().reindex(nodes).to_numpy(),
     })
     members = members.sort_values(["community_id", "participant_id"], na_position="last", kind="stable").reset_index(drop=True)
-    return CommunityResult(members[MEMBER_COLUMNS], edges, notes)
+    return CommunityResult(members[MEMBER_COLUMNS], edges, summarise(members, rows), notes)
+
+
+def summarise(members: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per community: participants, matched firms, and projects with at least two of its members."""
+    kept = members.dropna(subset=["community_id"])
+    joined = rows.merge(kept[["participant_id", "community_id"]], on="participant_id")
+    per_project = joined.groupby(["community_id", "project_id"]).size()
+    internal = (per_project >= 2).groupby(level="community_id").sum()
+    groups = kept.groupby("community_id")
+    out = pd.DataFrame({"participants": groups.size(), "firms": groups["firm_id"].count()})
+    out["internal_projects"] = internal.reindex(out.index, fill_value=0).astype(int)
+    out = out.rename_axis("community_id").reset_index()
+    return out.sort_values("community_id", key=lambda c: c.str[1:].astype(int)).reset_index(drop=True)

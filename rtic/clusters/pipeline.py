@@ -98,11 +98,11 @@ def run_communities(inputs: ClusterInputs, participation, out, params: Community
     collab = load_collaboration(participation, inputs, params)
     types = type_communities(inputs, collab, typology)
     members = collab.communities.members
-    sizes = members.dropna(subset=["community_id"]).groupby("community_id").agg(
-        participants=("participant_id", "size"), projects=("projects", "sum"))
-    table = sizes.rename_axis("community_id").reset_index()
+    table = collab.communities.summary
     if len(types):
         table = table.merge(types.rename(columns={"group_id": "community_id"}), on="community_id", how="left")
+    if "cluster_type" in table.columns:
+        table["cluster_type"] = table["cluster_type"].fillna("no labelled firms")
     write_atomically(table, out)
     write_atomically(members, sibling(out, "members"))
     write_atomically(collab.problems, sibling(out, "participation_problems", ".csv"))

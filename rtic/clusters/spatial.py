@@ -70,7 +70,7 @@ def density_labels(xy: np.ndarray, params: SpatialParams) -> np.ndarray:
         return model.fit(unique, sample_weight=counts).labels_[inverse]
     from sklearn.cluster import HDBSCAN
 
-    return HDBSCAN(min_cluster_size=params.min_cluster_firms, min_samples=params.min_samples).fit(xy).labels_
+    return HDBSCAN(min_cluster_size=params.min_cluster_firms, min_samples=params.min_samples, copy=True).fit(xy).labels_
 
 
 def _relabel_by_size(labels: np.ndarray, min_size: int) -> np.ndarray:

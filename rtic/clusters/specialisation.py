@@ -89,5 +89,5 @@ def specialisation(inputs: ClusterInputs, area: str, params: SpecialisationParam
     table["significant"] = table["specialised"] & (table["lq_low"] > 1)
     table["area_level"] = area
     table["area_code"] = table["area"].astype(str)
-    table["area_name"] = table["area_code"].map(names or {}).fillna(table["area_code"])
+    table["area_name"] = table["area_code"].map(lambda code: (names or {}).get(code, code))
     return table[SPECIALISATION_COLUMNS].sort_values(["sector_id", "lq"], ascending=[True, False], kind="stable").reset_index(drop=True)
