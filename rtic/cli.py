@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--min-cluster-firms", type=int, default=10, help="smallest cluster kept (default 10)")
         p.add_argument("--cell-m", type=float, help="grid square for a cluster's footprint share and LQ (default --eps-m)")
 
-    def typology_args(p):
-        p.add_argument("--participation", help="Innovate UK funded-projects file (one row per participant; CRN matched to firm_id)")
+    def typology_args(p, participation_required=False):
+        p.add_argument("--participation", required=participation_required, help="Innovate UK funded-projects file (one row per participant; CRN matched to firm_id)")
         p.add_argument("--rd-share", type=float, default=0.5, help="share of members in funded projects for R&D-active (default 0.5)")
         p.add_argument("--collab-share", type=float, default=0.5, help="share of members sharing a project inside the group (default 0.5)")
         p.add_argument("--colocated-km", type=float, default=30.0, help="radius around a community's median point for co-location (default 30)")
@@ -280,12 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Build the network of participants sharing funded projects, find Louvain communities "
                           "(seeded), and type each by the four criteria. Writes OUT, OUT.members, OUT.participation_problems.csv.")
     cluster_inputs(p)
-    typology_args(p)
+    typology_args(p, participation_required=True)
     p.add_argument("--out", required=True, help="communities table to write (.parquet or .csv)")
     p.set_defaults(func=cmd_clusters_communities)
-    for action in p._actions:  # the participation file is what this command is about
-        if action.dest == "participation":
-            action.required = True
 
     p = cl_sub.add_parser("report", help="one HTML page with specialisation tables, cluster tables and a PNG map per sector",
                           description="Run specialisation, spatial clustering and (with --participation) communities, and write "
