@@ -37,7 +37,8 @@ def districts(rng) -> pd.DataFrame:
         d = d.dropna().rename(columns={"postcode": "outcode", "region_code": "region"})
         return d[(d["easting"] > 0) & (d["northing"] > 0)].reset_index(drop=True)
     n = 2800
-    return pd.DataFrame({"outcode": [f"Q{i}" for i in range(n)], "easting": rng.uniform(100_000, 650_000, n),
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return pd.DataFrame({"outcode": [f"{letters[i // 260]}{letters[i // 10 % 26]}{i % 10}" for i in range(n)], "easting": rng.uniform(100_000, 650_000, n),
                          "northing": rng.uniform(0, 1_000_000, n), "region": [f"R{i % 12}" for i in range(n)]})
 
 
@@ -62,6 +63,19 @@ def make_firms(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return firms, pd.concat(rows, ignore_index=True)
 
 
+def write_files_as_a_user_has_them(firms: pd.DataFrame, assignments: pd.DataFrame, folder: Path) -> None:
+    """Long-form labels (every firm x every sector), a register with postcodes, and a district-centroid lookup."""
+    ids = firms["firm_id"].to_numpy()
+    labels = pd.DataFrame({"firm_id": np.repeat(ids, len(SECTORS)), "sector_id": np.tile(SECTORS, len(ids))})
+    key = pd.MultiIndex.from_frame(labels)
+    labels["assigned"] = key.isin(pd.MultiIndex.from_frame(assignments[["firm_id", "sector_id"]]))
+    labels["probability"] = labels["assigned"].astype(float)
+    labels.to_parquet(folder / "labels.parquet", index=False)
+    pd.DataFrame({"firm_id": ids, "postcode": firms["district"] + " 1AA"}).to_parquet(folder / "register.parquet", index=False)
+    centroids = firms.groupby("district")[["easting", "northing"]].mean().rename_axis("outcode").reset_index()
+    centroids.to_csv(folder / "districts.csv", index=False)
+
+
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -79,7 +93,16 @@ def _stage(name: str, folder: str, queue, kwargs: dict) -> None:
     """Runs in a fresh process: load, then time one stage; report seconds and max RSS."""
     folder = Path(folder)
     result = {}
-    if name == "locate":
+    if name == "load_inputs":
+        from rtic.clusters.inputs import load_inputs
+
+        before = _max_rss_mib()
+        t = time.perf_counter()
+        inputs = load_inputs(folder / "labels.parquet", folder / "register.parquet", [folder / "districts.csv"])
+        result["seconds"] = time.perf_counter() - t
+        result["placed"] = len(inputs.located)
+        result["unplaced"] = len(inputs.problems)
+    elif name == "locate":
         from rtic.geography import locate_firms, to_latlon
 
         firms = pd.read_parquet(folder / "firms.parquet")
@@ -145,8 +168,10 @@ def main() -> None:
         folder = Path(tmp)
         firms.to_parquet(folder / "firms.parquet", index=False)
         assignments.to_parquet(folder / "assignments.parquet", index=False)
+        write_files_as_a_user_has_them(firms, assignments, folder)
         rows = []
         for label, name, kwargs in [
+            ("read labels + register, place by district", "load_inputs", {}),
             ("locate (lat/lon -> BNG)", "locate", {}),
             ("specialisation by district", "specialisation", {"area": "district"}),
             ("specialisation by region", "specialisation", {"area": "region"}),
@@ -165,9 +190,7 @@ def main() -> None:
     print(f"\nHDBSCAN vs DBSCAN on samples of {largest} ({len(xy_all):,} firms):")
     for method in ("dbscan", "hdbscan"):  # imports and first-call set-up out of the timings
         time_method(xy_all[:500], method)
-    for n in (5_000, 10_000, 20_000, 40_000, 80_000, 160_000):
-        if n > len(xy_all):
-            break
+    for n in [n for n in (5_000, 10_000, 20_000, 40_000, 80_000) if n < len(xy_all)] + [len(xy_all)]:
         xy = xy_all[rng.choice(len(xy_all), n, replace=False)]
         db = time_method(xy, "dbscan")
         hd = time_method(xy, "hdbscan")

@@ -329,3 +329,25 @@ def test_cli_user_errors(paths, tmp_path):
     assert_one_line_error(run_cli("clusters", "specialisation", "--labels", str(paths["labels"]), *base, "--area", "nuts9", "--out", str(tmp_path / "o.csv"), home=tmp_path), "nuts9")
     assert_one_line_error(run_cli("clusters", "spatial", "--labels", str(paths["labels"]), *base, "--sector", "nope", "--out", str(tmp_path / "o.csv"), home=tmp_path), "unknown sector")
     assert_one_line_error(run_cli("clusters", "spatial", "--labels", str(paths["labels"]), *base, "--out", str(tmp_path / "o.txt"), home=tmp_path), ".parquet or .csv")
+
+
+def test_area_names_from_json_or_csv(inputs, tmp_path):
+    from rtic.geography import load_area_names
+
+    (tmp_path / "names.json").write_text('{"E1": "South <West>", "E2": "South East"}')
+    (tmp_path / "names.csv").write_text("code,name\nE1,Sud-Ouest\n")
+    table = specialisation(inputs, "lad", names=load_area_names(tmp_path / "names.json")).set_index("area_code")
+    assert table.loc["E1", "area_name"].iloc[0] == "South <West>" and table.loc["E3", "area_name"].iloc[0] == "E3"
+    assert load_area_names(tmp_path / "names.csv") == {"E1": "Sud-Ouest"}
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(RticError, match="JSON object"):
+        load_area_names(tmp_path / "bad.json")
+
+
+def test_report_escapes_names(inputs, tmp_path):
+    from rtic.clusters.report import write_report
+
+    spatial = spatial_clusters(inputs)
+    spec = specialisation(inputs, "lad", names={"E1": "<script>alert(1)</script>"})
+    page = write_report(tmp_path, inputs, spec, spatial, spatial.clusters, None, ["note with <b>"]).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page and "note with &lt;b&gt;" in page
