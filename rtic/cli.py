@@ -87,7 +87,7 @@ def _typology_params(args):
     from rtic.clusters.typology import TypologyParams
 
     return TypologyParams(rd_share=args.rd_share, colocated_km=args.colocated_km, lq_threshold=args.lq_threshold,
-                          min_sector_firms=args.min_count, collab_share=args.collab_share)
+                          min_sector_firms=args.min_group_firms, collab_share=args.collab_share)
 
 
 def _spatial_params(args):
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--participation", required=participation_required, help="Innovate UK funded-projects file (one row per participant; CRN matched to firm_id)")
         p.add_argument("--rd-share", type=float, default=0.5, help="share of members in funded projects for R&D-active (default 0.5)")
         p.add_argument("--collab-share", type=float, default=0.5, help="share of members sharing a project inside the group (default 0.5)")
+        p.add_argument("--min-group-firms", type=int, default=5, help="members of its dominant sector a community needs to be specialised (default 5)")
         p.add_argument("--colocated-km", type=float, default=30.0, help="radius around a community's median point for co-location (default 30)")
         p.add_argument("--max-participants", type=int, default=50, help="projects with more participants are left out of the network (default 50)")
         p.add_argument("--resolution", type=float, default=1.0, help="Louvain resolution (default 1)")
