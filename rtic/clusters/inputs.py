@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rtic.errors import RticError
-from rtic.geography import PLACED, PostcodeLookup, load_lookup, locate_firms
+from rtic.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
 from rtic.register import read_register
 from rtic.tables import read_table, require_columns
 
@@ -40,10 +40,10 @@ def parse_assigned(values: pd.Series, path) -> np.ndarray:
     if values.dtype == bool:
         return values.to_numpy()
     text = values.astype(str).str.strip().str.lower()
-    bad = ~text.isin(_TRUE | _FALSE)
+    bad = ~member_of(text, list(_TRUE | _FALSE))
     if bad.any():
         raise RticError(f"labels {path}: column 'assigned' has {bad.sum()} value(s) that are not true/false, e.g. {values[bad].iloc[0]!r}")
-    return text.isin(_TRUE).to_numpy()
+    return member_of(text, list(_TRUE))
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def build_inputs(labels: pd.DataFrame, register: pd.DataFrame, lookup: PostcodeL
     """Join labels (long form) with the register and place every labelled firm; nothing dropped silently."""
     labelled_ids = pd.Index(labels["firm_id"].unique())
     reg = register.drop_duplicates("firm_id").set_index("firm_id", drop=False)
-    in_register = labelled_ids.isin(reg.index)
+    in_register = member_of(labelled_ids, reg.index)
     reg_rows = reg.loc[labelled_ids[in_register]].reset_index(drop=True)
     located = locate_firms(reg_rows, lookup)
     # Other register columns (a region the user coded, sic_codes, …) can serve as areas or labels in the report.
@@ -75,7 +75,7 @@ def build_inputs(labels: pd.DataFrame, register: pd.DataFrame, lookup: PostcodeL
     firms = pd.concat([located, missing], ignore_index=True) if len(missing) else located
     sectors = sorted(labels["sector_id"].unique())
     assignments = labels.loc[labels["assigned"], ["firm_id", "sector_id"]].drop_duplicates().reset_index(drop=True)
-    unplaced = firms[~firms["geo_source"].isin(PLACED)]
+    unplaced = firms[~member_of(firms["geo_source"], list(PLACED))]
     problems = pd.DataFrame({"firm_id": unplaced["firm_id"], "postcode": unplaced["postcode"], "reason": unplaced["geo_source"]})
     return ClusterInputs(firms, assignments, sectors, problems.reset_index(drop=True))
 
@@ -94,7 +94,7 @@ def sector_firms(inputs: ClusterInputs, sector_id: str) -> pd.DataFrame:
     """The located firms assigned to one sector."""
     ids = inputs.assignments.loc[inputs.assignments["sector_id"] == sector_id, "firm_id"]
     located = inputs.located
-    return located[located["firm_id"].isin(ids)]
+    return located[member_of(located["firm_id"], ids)]
 
 
 def area_column(inputs: ClusterInputs, area: str) -> str:

@@ -32,11 +32,16 @@ def sector_map(inputs: ClusterInputs, spatial: SpatialResult, sector: str, path:
     noise = members[members["cluster_id"].isna()]
     ax.scatter(noise["easting"] / 1000, noise["northing"] / 1000, s=3, c="#555555", linewidths=0, label=f"{sector} firms")
     cmap = plt.get_cmap("tab20")
+    span = max(np.ptp(back["easting"]), np.ptp(back["northing"]), 1.0) / 1000 if len(back) else 1.0
     for i, row in enumerate(clusters.itertuples(index=False)):
         pts = members[members["cluster_id"] == row.cluster_id]
-        ax.scatter(pts["easting"] / 1000, pts["northing"] / 1000, s=6, color=cmap(i % 20), linewidths=0)
-        ax.annotate(row.cluster_id.rsplit("-", 1)[1], (row.centroid_easting / 1000, row.centroid_northing / 1000),
-                    fontsize=8, weight="bold", ha="center", va="center")
+        colour = cmap(i % 20)
+        centre = (row.centroid_easting / 1000, row.centroid_northing / 1000)
+        ax.scatter(pts["easting"] / 1000, pts["northing"] / 1000, s=6, color=colour, linewidths=0)
+        # A ring at least 1.5% of the map wide, so that a 1 km cluster shows on a national map.
+        radius = max(row.radius_m / 1000, span * 0.015)
+        ax.add_patch(plt.Circle(centre, radius, fill=False, color=colour, linewidth=1.2))
+        ax.annotate(row.cluster_id.rsplit("-", 1)[1], (centre[0] + radius, centre[1] + radius), fontsize=8, weight="bold")
     ax.set_aspect("equal")
     ax.set_xlabel("easting (km, British National Grid)")
     ax.set_ylabel("northing (km)")
