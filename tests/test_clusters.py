@@ -353,3 +353,19 @@ def test_report_escapes_names(inputs, tmp_path):
     spec = specialisation(inputs, "lad", names={"E1": "<script>alert(1)</script>"})
     page = write_report(tmp_path, inputs, spec, spatial, spatial.clusters, None, ["note with <b>"]).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page and "note with &lt;b&gt;" in page
+
+
+def test_weighted_dbscan_on_shared_postcodes_equals_plain_dbscan():
+    from sklearn.cluster import DBSCAN
+
+    from rtic.clusters.spatial import density_labels
+
+    rng = np.random.default_rng(5)
+    sites = np.vstack([rng.normal(c, 400, (30, 2)) for c in ((0, 0), (5000, 0))] + [rng.uniform(-20000, 20000, (60, 2))])
+    xy = sites[rng.integers(0, len(sites), 2000)]  # 2,000 firms on 120 postcodes: the weighted path
+    ours = density_labels(xy, SpatialParams(eps_m=800, min_samples=10))
+    plain = DBSCAN(eps=800, min_samples=10).fit(xy).labels_
+    assert ours.max() >= 1
+    # Same partition (cluster numbers may differ): each of our clusters is exactly one plain cluster.
+    assert pd.crosstab(ours, plain).astype(bool).sum(axis=1).eq(1).all()
+    assert ((ours == -1) == (plain == -1)).all()

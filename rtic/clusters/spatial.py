@@ -1,10 +1,10 @@
 """Spatial clusters of same-sector firms: density-based clustering on British National Grid metres.
 
 DBSCAN (default): a firm is a core point when at least `min_samples` sector firms (itself included) lie within
-`eps_m` metres; clusters are the connected core points plus their border points. Firms sharing a coordinate (one
-postcode) are clustered once with a sample weight, which is exact for DBSCAN and makes the common case (many firms
-per postcode or district centroid) much cheaper. HDBSCAN (`method="hdbscan"`) needs no distance but is much slower
-at register scale (see scripts/bench_clusters.py). Either way, clusters with fewer than `min_cluster_firms` firms are
+`eps_m` metres; clusters are the connected core points plus their border points. Where firms sharing a coordinate
+(one postcode, one district centroid) make up at least half the points, each coordinate is clustered once with a
+sample weight: the same result, much cheaper. HDBSCAN (`method="hdbscan"`) needs no distance but is ~70× slower on a
+140k-firm sector and, clustering relative density, finds "clusters" in evenly spread firms (scripts/bench_clusters.py). Either way, clusters with fewer than `min_cluster_firms` firms are
 returned to noise.
 
 Each cluster's *footprint* is the set of `cell_m` × `cell_m` grid squares holding its firms; its sector share is the
@@ -67,7 +67,10 @@ def density_labels(xy: np.ndarray, params: SpatialParams) -> np.ndarray:
         from sklearn.cluster import DBSCAN
 
         model = DBSCAN(eps=params.eps_m, min_samples=params.min_samples, algorithm="kd_tree")
-        return model.fit(unique, sample_weight=counts).labels_[inverse]
+        # Same result either way; sklearn sums weights in a Python loop, so weights only pay when they halve the points.
+        if len(unique) * 2 <= len(xy):
+            return model.fit(unique, sample_weight=counts).labels_[inverse]
+        return model.fit(xy).labels_
     from sklearn.cluster import HDBSCAN
 
     return HDBSCAN(min_cluster_size=params.min_cluster_firms, min_samples=params.min_samples, copy=True).fit(xy).labels_
@@ -92,11 +95,11 @@ def _cells(x: np.ndarray, y: np.ndarray, cell_m: float) -> np.ndarray:
 def _hull_area_km2(xy: np.ndarray) -> float:
     from scipy.spatial import ConvexHull, QhullError
 
-    if len(np.unique(xy, axis=0)) < 3:
+    if len(xy) < 3:
         return 0.0
     try:
         return float(ConvexHull(xy).volume) / 1e6  # in 2-D, "volume" is the area
-    except QhullError:  # collinear points
+    except QhullError:  # all at one point, or on one line
         return 0.0
 
 
