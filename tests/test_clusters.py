@@ -108,6 +108,17 @@ def test_real_onspd_sample_projects_to_its_own_grid_references():
     assert set(lookup.area_columns) >= {"lad", "ttwa", "region"}
 
 
+@pytest.mark.skipif(SHARED_UK is None, reason="shared UK data not present")
+def test_real_district_centroids_as_fallback():
+    lookup = load_lookup([SHARED_UK / "onspd_sample_AB1_postcodes.csv", SHARED_UK / "outcode_centroids_academe_2014.csv"])
+    register = pd.DataFrame({"firm_id": ["ab", "sw"], "postcode": ["AB1 0AA", "SW1A 2AA"]})
+    firms = locate_firms(register, lookup).set_index("firm_id")
+    assert firms.loc["ab", "geo_source"] == "postcode" and firms.loc["ab", "lad"] == "S12000033"
+    assert firms.loc["sw", "geo_source"] == "postcode district centroid"
+    # Westminster is about 530 km east and 180 km north of the grid's origin.
+    assert abs(firms.loc["sw", "easting"] - 530_000) < 5_000 and abs(firms.loc["sw", "northing"] - 180_000) < 5_000
+
+
 # -- specialisation ---------------------------------------------------------------------------------
 def test_location_quotient_by_hand():
     # area with 20 of 100 firms, 10 in the sector; sector 50 of 1000 nationally: LQ = (10/100)/(50/1000) = 2
