@@ -71,6 +71,115 @@ def cmd_classify(args) -> int:
     return 0
 
 
+# -- clusters -------------------------------------------------------------------------------------
+def _cluster_inputs(args):
+    from rtic.clusters.inputs import load_inputs
+
+    inputs = load_inputs(args.labels, args.register, args.postcodes)
+    placed = len(inputs.located)
+    print(f"{len(inputs.firms)} labelled firms: {placed} placed, {len(inputs.problems)} not placed", file=sys.stderr)
+    for reason, count in inputs.problems["reason"].value_counts().items():
+        print(f"  {reason}: {count}", file=sys.stderr)
+    return inputs
+
+
+def _typology_params(args):
+    from rtic.clusters.typology import TypologyParams
+
+    return TypologyParams(rd_share=args.rd_share, colocated_km=args.colocated_km, lq_threshold=args.lq_threshold,
+                          min_sector_firms=args.min_group_firms, collab_share=args.collab_share)
+
+
+def _spatial_params(args):
+    from rtic.clusters.spatial import SpatialParams
+
+    return SpatialParams(method=args.method, eps_m=args.eps_m, min_samples=args.min_samples,
+                         min_cluster_firms=args.min_cluster_firms, cell_m=args.cell_m or args.eps_m)
+
+
+def _community_params(args):
+    from rtic.clusters.communities import CommunityParams
+
+    return CommunityParams(max_participants=args.max_participants, resolution=args.resolution, seed=args.seed)
+
+
+def _specialisation(args, inputs):
+    from rtic.clusters.specialisation import SpecialisationParams, specialisation
+    from rtic.geography import load_area_names
+
+    names = load_area_names(args.names) if args.names else None
+    params = SpecialisationParams(lq_threshold=args.lq_threshold, min_count=args.min_count, confidence=args.confidence)
+    return specialisation(inputs, args.area, params, names)
+
+
+def cmd_clusters_specialisation(args) -> int:
+    from rtic.clusters.pipeline import check_out, write_unplaced
+    from rtic.tables import write_atomically
+
+    out = check_out(args.out)
+    inputs = _cluster_inputs(args)
+    table = _specialisation(args, inputs)
+    write_atomically(table, out)
+    unplaced = write_unplaced(inputs, out)
+    print(f"{table['area_code'].nunique()} {args.area} areas × {table['sector_id'].nunique()} sectors written to {out}; unplaced firms in {unplaced}")
+    for sector, n in table.groupby("sector_id")["specialised"].sum().items():
+        print(f"  {sector:<24}{int(n):>5} specialised area(s)")
+    return 0
+
+
+def cmd_clusters_spatial(args) -> int:
+    from rtic.clusters.pipeline import run_spatial, sibling
+
+    inputs = _cluster_inputs(args)
+    progress = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    spatial, table, collab = run_spatial(inputs, args.out, _spatial_params(args), _typology_params(args), args.participation,
+                                         _community_params(args), args.sector or None, progress)
+    for note in spatial.notes + (collab.notes if collab else []):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}")
+    if len(table) and "cluster_type" in table.columns:
+        for kind, n in table["cluster_type"].value_counts().items():
+            print(f"  {kind:<24}{n:>5}")
+    return 0
+
+
+def cmd_clusters_communities(args) -> int:
+    from rtic.clusters.pipeline import run_communities, sibling
+
+    inputs = _cluster_inputs(args)
+    collab, table = run_communities(inputs, args.participation, args.out, _community_params(args), _typology_params(args))
+    for note in collab.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{len(table)} communities written to {args.out}; participants in {sibling(args.out, 'members')}; "
+          f"{len(collab.problems)} participation row(s) not usable (see {sibling(args.out, 'participation_problems', '.csv')})")
+    if len(table) and "cluster_type" in table.columns:
+        for kind, n in table["cluster_type"].value_counts().items():
+            print(f"  {kind:<24}{n:>5}")
+    return 0
+
+
+def cmd_clusters_report(args) -> int:
+    from pathlib import Path
+
+    from rtic.clusters.pipeline import run_communities, run_spatial
+    from rtic.clusters.report import write_report
+    from rtic.tables import write_atomically
+
+    out = Path(args.out)
+    inputs = _cluster_inputs(args)
+    spec = _specialisation(args, inputs)
+    write_atomically(spec, out / "specialisation.csv")
+    spatial, clusters, collab = run_spatial(inputs, out / "clusters.csv", _spatial_params(args), _typology_params(args),
+                                            args.participation, _community_params(args), None, lambda *_: None)
+    communities = None
+    if args.participation:
+        collab, communities = run_communities(inputs, args.participation, out / "communities.csv", _community_params(args), _typology_params(args))
+    notes = spatial.notes + (collab.notes if collab else [])
+    path = write_report(out, inputs, spec, spatial, clusters, communities, notes)
+    print(f"report written to {path} (tables as CSV and maps as PNG beside it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtic",
@@ -111,6 +220,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", help="refuse to run unless the model was trained on this taxonomy file's version")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_classify)
+
+    clusters = sub.add_parser("clusters", help="sector specialisation by area, spatial clusters, collaboration communities, report",
+                              description="Turn firm labels into innovation-cluster evidence: location quotients by area, density "
+                              "clusters of same-sector firms (British National Grid metres), co-participation communities from "
+                              "funded projects, and the four cluster types (Diverse, Specialised, R&D Collaborating, Dispersed).")
+    cl_sub = clusters.add_subparsers(dest="clusters_command", required=True, metavar="ACTION")
+
+    def cluster_inputs(p):
+        p.add_argument("--labels", required=True, help="firm labels Parquet/CSV (firm_id, sector_id, assigned), from rtic classify or reviewed")
+        p.add_argument("--register", required=True, help="register CSV/Parquet (firm_id, postcode and/or lat, lon)")
+        p.add_argument("--postcodes", action="append", default=[], metavar="FILE",
+                       help="postcode lookup: ONS Postcode Directory CSV, or postcode-district centroids; repeat to add fall-backs")
+        p.add_argument("--lq-threshold", type=float, default=1.25, help="LQ at or above which an area or cluster is specialised (default 1.25)")
+        p.add_argument("--min-count", type=int, default=10, help="firms of the sector an area needs to be called specialised (default 10)")
+
+    def spatial_args(p):
+        p.add_argument("--method", default="dbscan", choices=["dbscan", "hdbscan"], help="density clustering (default dbscan; hdbscan is slow at register scale)")
+        p.add_argument("--eps-m", type=float, default=1000.0, help="DBSCAN neighbourhood radius in metres (default 1000)")
+        p.add_argument("--min-samples", type=int, default=10, help="firms within --eps-m for a core firm (default 10)")
+        p.add_argument("--min-cluster-firms", type=int, default=10, help="smallest cluster kept (default 10)")
+        p.add_argument("--cell-m", type=float, help="grid square for a cluster's footprint share and LQ (default --eps-m)")
+
+    def typology_args(p, participation_required=False):
+        p.add_argument("--participation", required=participation_required, help="Innovate UK funded-projects file (one row per participant; CRN matched to firm_id)")
+        p.add_argument("--rd-share", type=float, default=0.5, help="share of members in funded projects for R&D-active (default 0.5)")
+        p.add_argument("--collab-share", type=float, default=0.5, help="share of members sharing a project inside the group (default 0.5)")
+        p.add_argument("--min-group-firms", type=int, default=5, help="members of its dominant sector a community needs to be specialised (default 5)")
+        p.add_argument("--colocated-km", type=float, default=30.0, help="radius around a community's median point for co-location (default 30)")
+        p.add_argument("--max-participants", type=int, default=50, help="projects with more participants are left out of the network (default 50)")
+        p.add_argument("--resolution", type=float, default=1.0, help="Louvain resolution (default 1)")
+        p.add_argument("--seed", type=int, default=0, help="Louvain seed (default 0)")
+
+    def area_args(p):
+        p.add_argument("--area", default="lad", help="area level: lad, ttwa, region, itl, lep, country, district, or any register column (default lad)")
+        p.add_argument("--names", help="area code → name lookup (JSON object or code,name CSV), e.g. gss_districts.json")
+        p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the LQ interval (default 0.95)")
+
+    p = cl_sub.add_parser("specialisation", help="firm counts, shares and location quotients by area and sector",
+                          description="Per area and sector: firms, share, LQ with a confidence interval, and a specialised flag "
+                          "(LQ >= --lq-threshold and at least --min-count firms). Firms that cannot be placed go to OUT.unplaced.csv.")
+    cluster_inputs(p)
+    area_args(p)
+    p.add_argument("--out", required=True, help="table to write (.parquet or .csv)")
+    p.set_defaults(func=cmd_clusters_specialisation)
+
+    p = cl_sub.add_parser("spatial", help="density clusters of each sector's firms, with centroid, extent, share and LQ",
+                          description="Per sector, DBSCAN (or HDBSCAN) on British National Grid metres; clusters below "
+                          "--min-cluster-firms are dropped. Writes OUT (clusters, typed when --participation is given), "
+                          "OUT.members (firm → cluster) and OUT.unplaced.csv.")
+    cluster_inputs(p)
+    spatial_args(p)
+    typology_args(p)
+    p.add_argument("--sector", action="append", help="only this sector (repeatable; default all)")
+    p.add_argument("--out", required=True, help="clusters table to write (.parquet or .csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_clusters_spatial)
+
+    p = cl_sub.add_parser("communities", help="co-participation communities from funded projects, typed",
+                          description="Build the network of participants sharing funded projects, find Louvain communities "
+                          "(seeded), and type each by the four criteria. Writes OUT, OUT.members, OUT.participation_problems.csv.")
+    cluster_inputs(p)
+    typology_args(p, participation_required=True)
+    p.add_argument("--out", required=True, help="communities table to write (.parquet or .csv)")
+    p.set_defaults(func=cmd_clusters_communities)
+
+    p = cl_sub.add_parser("report", help="one HTML page with specialisation tables, cluster tables and a PNG map per sector",
+                          description="Run specialisation, spatial clustering and (with --participation) communities, and write "
+                          "OUT/index.html, OUT/maps/<sector>.png and the tables as CSV in OUT.")
+    cluster_inputs(p)
+    area_args(p)
+    spatial_args(p)
+    typology_args(p)
+    p.add_argument("--out", required=True, help="folder to write the report into")
+    p.set_defaults(func=cmd_clusters_report)
     return parser
 
 

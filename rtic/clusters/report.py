@@ -1,0 +1,101 @@
+"""Pictures: one PNG map per sector (firms, clusters; British National Grid km, no tiles) and one HTML report."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rtic.clusters.inputs import ClusterInputs
+from rtic.clusters.spatial import SpatialResult
+
+MAX_BACKGROUND_POINTS = 200_000  # a random sample of all firms is drawn behind; enough to see the country's shape
+
+
+def sector_map(inputs: ClusterInputs, spatial: SpatialResult, sector: str, path: Path, seed: int = 0) -> Path:
+    """Scatter of all located firms (grey), the sector's firms (dark) and its clusters (colours, numbered)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    located = inputs.located
+    rng = np.random.default_rng(seed)
+    back = located if len(located) <= MAX_BACKGROUND_POINTS else located.iloc[rng.choice(len(located), MAX_BACKGROUND_POINTS, replace=False)]
+    members = spatial.members[spatial.members["sector_id"] == sector]
+    clusters = spatial.clusters[spatial.clusters["sector_id"] == sector]
+    fig, ax = plt.subplots(figsize=(7, 9), dpi=100)
+    ax.scatter(back["easting"] / 1000, back["northing"] / 1000, s=1, c="#dddddd", linewidths=0, rasterized=True, label="all labelled firms")
+    noise = members[members["cluster_id"].isna()]
+    ax.scatter(noise["easting"] / 1000, noise["northing"] / 1000, s=3, c="#555555", linewidths=0, label=f"{sector} firms")
+    cmap = plt.get_cmap("tab20")
+    span = max(np.ptp(back["easting"]), np.ptp(back["northing"]), 1.0) / 1000 if len(back) else 1.0
+    for i, row in enumerate(clusters.itertuples(index=False)):
+        pts = members[members["cluster_id"] == row.cluster_id]
+        colour = cmap(i % 20)
+        centre = (row.centroid_easting / 1000, row.centroid_northing / 1000)
+        ax.scatter(pts["easting"] / 1000, pts["northing"] / 1000, s=6, color=colour, linewidths=0)
+        # A ring at least 1.5% of the map wide, so that a 1 km cluster shows on a national map.
+        radius = max(row.radius_m / 1000, span * 0.015)
+        ax.add_patch(plt.Circle(centre, radius, fill=False, color=colour, linewidth=1.2))
+        ax.annotate(row.cluster_id.rsplit("-", 1)[1], (centre[0] + radius, centre[1] + radius), fontsize=8, weight="bold")
+    ax.set_aspect("equal")
+    ax.set_xlabel("easting (km, British National Grid)")
+    ax.set_ylabel("northing (km)")
+    ax.set_title(f"{sector}: {len(members)} located firms, {len(clusters)} cluster(s)")
+    ax.legend(loc="upper left", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _table(df: pd.DataFrame, max_rows: int = 50) -> str:
+    if df is None or df.empty:
+        return "<p><em>none</em></p>"
+    shown = df.head(max_rows)
+    more = f"<p>… and {len(df) - max_rows} more rows in the table file.</p>" if len(df) > max_rows else ""
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="", border=0, classes="t") + more
+
+
+def write_report(out_dir: Path, inputs: ClusterInputs, specialisation: pd.DataFrame, spatial: SpatialResult,
+                 clusters: pd.DataFrame, communities: pd.DataFrame | None, notes: list[str]) -> Path:
+    """index.html plus maps/<sector>.png under out_dir; tables are escaped by pandas, text by html.escape."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    esc = html.escape
+    sources = inputs.firms["geo_source"].value_counts()
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>rtic cluster report</title><style>"
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table.t{border-collapse:collapse;font-size:12px}"
+        ".t td,.t th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}</style></head><body>",
+        "<h1>Sector specialisation and clusters</h1>",
+        f"<p>Generated {esc(datetime.now(timezone.utc).isoformat(timespec='seconds'))}. {len(inputs.firms)} labelled firms, "
+        f"{len(inputs.located)} placed. Placement: {esc(', '.join(f'{k}: {v}' for k, v in sources.items()))}.</p>",
+    ]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    if clusters is not None and len(clusters) and "cluster_type" in clusters.columns:
+        parts.append("<h2>Cluster types</h2>" + _table(clusters.groupby(["sector_id", "cluster_type"]).size().rename("clusters").reset_index()))
+    if communities is not None:
+        parts.append("<h2>Collaboration communities</h2>" + _table(communities))
+    for sector in inputs.sector_ids:
+        png = sector_map(inputs, spatial, sector, out_dir / "maps" / f"{sector}.png")
+        spec = specialisation[specialisation["sector_id"] == sector]
+        top = spec[spec["specialised"]] if spec["specialised"].any() else spec.head(10)
+        sector_clusters = clusters[clusters["sector_id"] == sector] if len(clusters) else clusters
+        parts += [
+            f"<h2 id='{esc(sector)}'>{esc(sector)}</h2>",
+            f"<img src='maps/{esc(png.name)}' alt='map of {esc(sector)} firms and clusters'>",
+            f"<h3>Specialised areas ({int(spec['specialised'].sum())} of {len(spec)})</h3>" + _table(top),
+            f"<h3>Spatial clusters ({len(sector_clusters)})</h3>" + _table(sector_clusters),
+        ]
+    parts.append("</body></html>")
+    path = out_dir / "index.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,382 @@
+"""Cluster stages on a generated country with planted clusters and communities (see cluster_world.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cluster_world import ALPHA_CENTRE, BETA_CENTRE, make_world
+from conftest import REPO, run_cli
+from rtic.clusters.communities import CommunityParams, Participation, find_communities, normalise_crn, read_participation
+from rtic.clusters.inputs import build_inputs, load_inputs, read_labels
+from rtic.clusters.pipeline import load_collaboration, run_communities, run_spatial, type_spatial
+from rtic.clusters.spatial import SpatialParams, spatial_clusters
+from rtic.clusters.specialisation import SpecialisationParams, location_quotients, specialisation
+from rtic.clusters.typology import (DISPERSED, DIVERSE, NO_TYPE, NOT_RD_ACTIVE, RD_COLLABORATING, SPECIALISED,
+                                    TypologyParams, cluster_type)
+from rtic.errors import RticError
+from rtic.geography import load_lookup, locate_firms, normalise_postcode, to_bng, to_latlon
+
+SHARED_UK = next((p for p in (REPO.parent / "shared" / "data" / "uk", Path("/work/shared/data/uk")) if p.is_dir()), None)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(seed=0)
+
+
+@pytest.fixture(scope="module")
+def paths(world, tmp_path_factory):
+    return world.write(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def inputs(paths):
+    return load_inputs(paths["labels"], paths["register"], [paths["onspd"]])
+
+
+# -- geography --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw,expected", [
+    ("sw1a1aa", ("SW1A 1AA", "SW1A")), ("  EC1A  1BB ", ("EC1A 1BB", "EC1A")), ("M1 1AE", ("M1 1AE", "M1")),
+    ("b33 8th", ("B33 8TH", "B33")), ("AB10", ("", "AB10")), ("not a postcode", ("", "")), ("", ("", "")), (None, ("", "")),
+])
+def test_normalise_postcode(raw, expected):
+    assert normalise_postcode(raw) == expected
+
+
+def test_bng_round_trip_and_scale():
+    lat, lon = np.array([51.5, 55.95, np.nan]), np.array([-0.12, -3.19, 0.0])
+    x, y = to_bng(lat, lon)
+    assert np.isnan(x[2]) and np.isnan(y[2])
+    # London and Edinburgh are roughly 530 km apart: metres, not degrees.
+    assert 500_000 < np.hypot(x[1] - x[0], y[1] - y[0]) < 560_000
+    back_lat, back_lon = to_latlon(x[:2], y[:2])
+    assert np.allclose(back_lat, lat[:2], atol=1e-6) and np.allclose(back_lon, lon[:2], atol=1e-6)
+
+
+def test_every_firm_is_placed_or_reported(world, inputs):
+    reasons = dict(zip(inputs.problems["firm_id"], inputs.problems["reason"]))
+    assert reasons == world.planted["unplaced"]
+    assert len(inputs.firms) == world.register["firm_id"].nunique()
+    latlon = inputs.firms.set_index("firm_id").loc["LATLON"]
+    assert latlon["geo_source"] == "register lat/lon"
+    assert abs(latlon["easting"] - 350_000) < 1 and abs(latlon["northing"] - 250_000) < 1
+    # Messy postcodes ("qb2 0ab" style) are normalised and found.
+    assert (inputs.firms.set_index("firm_id").loc[world.planted["alpha"], "geo_source"] == "postcode").all()
+
+
+def test_district_centroid_fallback_and_order(tmp_path):
+    onspd = pd.DataFrame({"pcds": ["AA1 1AA", "AA1 1AB"], "oseast1m": ["400000", "400200"], "osnrth1m": ["300000", "300000"],
+                          "oslaua": ["E1", "E1"], "osgrdind": ["1", "1"]})
+    districts = pd.DataFrame({"postcode": ["BB2", "AA1"], "easting": ["500000", "1"], "northing": ["200000", "1"]})
+    onspd.to_csv(tmp_path / "onspd.csv", index=False)
+    districts.to_csv(tmp_path / "districts.csv", index=False)
+    lookup = load_lookup([tmp_path / "onspd.csv", tmp_path / "districts.csv"])
+    register = pd.DataFrame({"firm_id": ["a", "b", "c", "d"], "postcode": ["AA1 1AA", "AA1 9ZZ", "BB2 3CD", "CC3 1AA"]})
+    firms = locate_firms(register, lookup).set_index("firm_id")
+    assert firms.loc["a", "geo_source"] == "postcode" and firms.loc["a", "easting"] == 400000
+    # AA1 is in both files: the first (ONSPD) wins, with the mean of its postcodes and their most common LAD.
+    assert firms.loc["b", "geo_source"] == "postcode district centroid"
+    assert firms.loc["b", "easting"] == 400100 and firms.loc["b", "lad"] == "E1"
+    assert firms.loc["c", "geo_source"] == "postcode district centroid" and firms.loc["c", "easting"] == 500000
+    assert firms.loc["d", "geo_source"] == "unknown postcode" and np.isnan(firms.loc["d", "easting"])
+
+
+def test_lookup_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    with pytest.raises(RticError, match="no postcode column"):
+        load_lookup([bad])
+    nocoords = tmp_path / "nocoords.csv"
+    nocoords.write_text("pcds,oslaua\nAA1 1AA,E1\n")
+    with pytest.raises(RticError, match="neither easting/northing"):
+        load_lookup([nocoords])
+    with pytest.raises(RticError, match="not found"):
+        load_lookup([tmp_path / "missing.csv"])
+
+
+@pytest.mark.skipif(SHARED_UK is None, reason="shared UK data not present")
+def test_real_onspd_sample_projects_to_its_own_grid_references():
+    lookup = load_lookup([SHARED_UK / "onspd_sample_AB1_postcodes.csv"])
+    raw = pd.read_csv(SHARED_UK / "onspd_sample_AB1_postcodes.csv", dtype=str, usecols=["pcds", "lat", "long", "osgrdind"])
+    raw = raw[raw["osgrdind"] != "9"].head(500)
+    x, y = to_bng(raw["lat"].astype(float).to_numpy(), raw["long"].astype(float).to_numpy())
+    known = lookup.postcodes.loc[raw["pcds"]]
+    # ONSPD's lat/long are derived from its grid references; without the OSTN15 grid the difference stays small.
+    assert np.nanmax(np.hypot(x - known["easting"].to_numpy(), y - known["northing"].to_numpy())) < 10
+    assert set(lookup.area_columns) >= {"lad", "ttwa", "region"}
+
+
+@pytest.mark.skipif(SHARED_UK is None, reason="shared UK data not present")
+def test_real_district_centroids_as_fallback():
+    lookup = load_lookup([SHARED_UK / "onspd_sample_AB1_postcodes.csv", SHARED_UK / "outcode_centroids_academe_2014.csv"])
+    register = pd.DataFrame({"firm_id": ["ab", "sw"], "postcode": ["AB1 0AA", "SW1A 2AA"]})
+    firms = locate_firms(register, lookup).set_index("firm_id")
+    assert firms.loc["ab", "geo_source"] == "postcode" and firms.loc["ab", "lad"] == "S12000033"
+    assert firms.loc["sw", "geo_source"] == "postcode district centroid"
+    # Westminster is about 530 km east and 180 km north of the grid's origin.
+    assert abs(firms.loc["sw", "easting"] - 530_000) < 5_000 and abs(firms.loc["sw", "northing"] - 180_000) < 5_000
+
+
+# -- specialisation ---------------------------------------------------------------------------------
+def test_location_quotient_by_hand():
+    # area with 20 of 100 firms, 10 in the sector; sector 50 of 1000 nationally: LQ = (10/100)/(50/1000) = 2
+    lq, low, high = location_quotients(np.array([10, 0]), np.array([100, 100]), np.array([50, 50]), 1000.0)
+    assert lq[0] == pytest.approx(2.0)
+    se = np.sqrt(1 / 10 - 1 / 100 - 1 / 50 + 1 / 1000)
+    assert low[0] == pytest.approx(2.0 * np.exp(-1.959964 * se), rel=1e-5)
+    assert high[0] == pytest.approx(2.0 * np.exp(1.959964 * se), rel=1e-5)
+    assert lq[1] == 0 and low[1] == 0 and high[1] > 0
+
+
+def test_specialisation_finds_planted_area(inputs):
+    table = specialisation(inputs, "lad", SpecialisationParams(lq_threshold=1.25, min_count=10))
+    assert set(table["area_code"]) == {"E1", "E2", "E3", "E4"}
+    assert len(table) == 4 * 4  # every area × every sector, zeros included
+    row = table.set_index(["area_code", "sector_id"])
+    assert row.loc[("E1", "alpha"), "specialised"] and row.loc[("E1", "alpha"), "significant"]
+    assert row.loc[("E4", "beta"), "specialised"]
+    assert not row.loc[("E2", "alpha"), "specialised"]
+    # The six "tiny" firms sit in E1: a huge LQ, but fewer than min_count firms.
+    assert row.loc[("E1", "tiny"), "lq"] > 3 and not row.loc[("E1", "tiny"), "specialised"]
+    assert (row.loc[(slice(None), "tiny"), "firms"].sum()) == 6
+    # Counts add up to the placed, labelled firms.
+    placed = inputs.located
+    assert table.groupby("area_code")["area_firms"].first().sum() == len(placed)
+    assert (table["lq_low"] <= table["lq"]).all() and (table["lq"] <= table["lq_high"]).all()
+
+
+def test_specialisation_unknown_area(inputs):
+    with pytest.raises(RticError, match="no area column 'nuts9'"):
+        specialisation(inputs, "nuts9")
+
+
+# -- spatial ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["dbscan", "hdbscan"])
+def test_spatial_recovers_planted_clusters(world, inputs, method):
+    result = spatial_clusters(inputs, SpatialParams(method=method, eps_m=1000, min_samples=10))
+    for sector, centre in (("alpha", ALPHA_CENTRE), ("beta", BETA_CENTRE)):
+        clusters = result.clusters[result.clusters["sector_id"] == sector]
+        members = result.members[result.members["sector_id"] == sector]
+        planted = set(world.planted[sector])
+        # The cluster holding the planted firms: all of them, and few others. HDBSCAN has no distance scale, so it
+        # also takes in part of the sparse background around the planted block (one reason DBSCAN is the default).
+        best = members[members["firm_id"].isin(planted)]["cluster_id"].mode()[0]
+        got = set(members.loc[members["cluster_id"] == best, "firm_id"])
+        extras = 5 if method == "dbscan" else len(planted) - 1  # HDBSCAN: the planted firms are still the majority
+        assert planted <= got and len(got - planted) <= extras, (sector, method, len(got - planted))
+        row = clusters.set_index("cluster_id").loc[best]
+        if method == "dbscan":
+            assert np.hypot(row["centroid_easting"] - centre[0], row["centroid_northing"] - centre[1]) < 300
+        assert row["lq"] > 3 and 0 < row["sector_share"] <= 1
+        assert row["min_easting"] <= centre[0] <= row["max_easting"]
+    # Background firms are spread out uniformly: DBSCAN finds nothing else (HDBSCAN, relative to density, does).
+    if method == "dbscan":
+        assert len(result.clusters) == 2 and (result.clusters["sector_id"] != "gamma").all()
+    assert all(result.clusters["firms"] >= 10)
+
+
+def test_sector_with_fewer_than_ten_firms(inputs):
+    result = spatial_clusters(inputs, SpatialParams(), sectors=["tiny"])
+    assert result.clusters.empty
+    assert any("tiny" in n and "fewer than 10" in n for n in result.notes)
+    assert len(result.members) == 6 and result.members["cluster_id"].isna().all()
+
+
+@pytest.mark.parametrize("method", ["dbscan", "hdbscan"])
+def test_all_firms_in_one_postcode(method):
+    register = pd.DataFrame({"firm_id": [f"F{i}" for i in range(25)], "postcode": "QA1 1AA"})
+    labels = pd.DataFrame({"firm_id": register["firm_id"], "sector_id": "alpha", "assigned": [i < 15 for i in range(25)]})
+    lookup_rows = pd.DataFrame({"pcds": ["QA1 1AA"], "oseast1m": ["400000"], "osnrth1m": ["300000"], "oslaua": ["E1"]})
+    from rtic.geography import PostcodeLookup
+
+    lookup = PostcodeLookup(lookup_rows.rename(columns={"pcds": "postcode"}).assign(outcode="QA1", easting=400000.0, northing=300000.0, lad="E1").set_index("postcode"),
+                            pd.DataFrame(columns=["easting", "northing"]), {"lad": "lad"}, [])
+    inp = build_inputs(labels, register, lookup)
+    result = spatial_clusters(inp, SpatialParams(method=method))
+    assert len(result.clusters) == 1
+    row = result.clusters.iloc[0]
+    assert row["firms"] == 15 and row["radius_m"] == 0 and row["hull_area_km2"] == 0
+    assert row["sector_share"] == pytest.approx(15 / 25) and row["lq"] == pytest.approx(1.0)
+    spec = specialisation(inp, "lad", SpecialisationParams(min_count=10))
+    assert spec.iloc[0]["lq"] == pytest.approx(1.0) and not spec.iloc[0]["specialised"]
+
+
+def test_missing_coordinates_are_reported_not_clustered(tmp_path):
+    register = pd.DataFrame({"firm_id": ["a", "b", "c"], "postcode": ["", "", ""], "lat": ["51.5", "", "x"], "lon": ["-0.1", "", "0"]})
+    labels = pd.DataFrame({"firm_id": ["a", "b", "c", "ghost"], "sector_id": "alpha", "assigned": True})
+    inp = build_inputs(labels, register, None)
+    assert list(inp.located["firm_id"]) == ["a"]
+    assert dict(zip(inp.problems["firm_id"], inp.problems["reason"])) == {"b": "no postcode", "c": "no postcode", "ghost": "not in register"}
+    result = spatial_clusters(inp, SpatialParams())
+    assert result.clusters.empty and list(result.members["firm_id"]) == ["a"]
+    with pytest.raises(RticError, match="no way to place firms"):
+        pd.DataFrame({"firm_id": ["a"], "postcode": ["AA1 1AA"]}).to_csv(tmp_path / "r.csv", index=False)
+        labels.to_csv(tmp_path / "l.csv", index=False)
+        load_inputs(tmp_path / "l.csv", tmp_path / "r.csv", [])
+
+
+def test_labels_accept_reviewed_csv_and_reject_bad_assigned(tmp_path):
+    path = tmp_path / "published.csv"
+    path.write_text("firm_id,sector_id,assigned,reviewer\nA,alpha,True,me\nA,beta,0,me\nB,alpha,yes,\n")
+    labels = read_labels(path)
+    assert labels["assigned"].tolist() == [True, False, True]
+    path.write_text("firm_id,sector_id,assigned\nA,alpha,maybe\n")
+    with pytest.raises(RticError, match="not true/false"):
+        read_labels(path)
+    path.write_text("firm_id,sector_id\nA,alpha\n")
+    with pytest.raises(RticError, match="no column 'assigned'"):
+        read_labels(path)
+
+
+# -- communities and types --------------------------------------------------------------------------
+def test_planted_communities_recovered_and_seeded(world, paths, inputs):
+    participation = read_participation(paths["participation"])
+    assert list(participation.problems["reason"]) == ["no project number"]
+    result = find_communities(participation, inputs.firms["firm_id"], CommunityParams(seed=3))
+    community_of = result.members.set_index("participant_id")["community_id"]
+    found = []
+    for name, firms in world.planted["groups"].items():
+        ids = set(community_of.reindex(firms))
+        assert len(ids) == 1 and None not in ids, (name, ids)
+        found.append(ids.pop())
+    assert len(set(found)) == 3
+    assert set(result.summary["internal_projects"]) == {7}  # 6 projects + 1 with the university, per group
+    again = find_communities(participation, inputs.firms["firm_id"], CommunityParams(seed=3))
+    pd.testing.assert_frame_equal(result.members, again.members)
+
+
+def test_large_projects_left_out_and_crn_matching():
+    rows = pd.DataFrame({"project_id": ["P1"] * 5 + ["P2"] * 2, "participant_id": ["00000001", "00000002", "00000003", "00000004", "00000005", "00000001", "00000002"],
+                         "participant_name": "x", "crn": "", "postcode": ""})
+    result = find_communities(Participation(rows, pd.DataFrame()), ["1", "2"], CommunityParams(max_participants=3, min_members=2))
+    assert "1 project(s) with more than 3 participants" in result.notes[0]
+    assert len(result.edges) == 1
+    assert result.members.set_index("participant_id").loc["00000001", "firm_id"] == "1"
+    assert normalise_crn(" 123 ") == "00000123" and normalise_crn("SC123456") == "SC123456" and normalise_crn("nan") == ""
+
+
+@pytest.mark.parametrize("rd,coloc,spec,collab,expected", [
+    (False, True, True, True, NOT_RD_ACTIVE),
+    (True, True, True, False, SPECIALISED), (True, True, True, True, SPECIALISED),
+    (True, True, False, True, RD_COLLABORATING), (True, True, False, False, DIVERSE),
+    (True, False, True, True, DISPERSED), (True, False, True, False, NO_TYPE), (True, False, False, True, NO_TYPE),
+])
+def test_type_decision_table(rd, coloc, spec, collab, expected):
+    assert cluster_type(rd, coloc, spec, collab) == expected
+
+
+def test_planted_communities_get_their_types(world, paths, inputs, tmp_path):
+    collab, table = run_communities(inputs, paths["participation"], tmp_path / "communities.parquet", CommunityParams(), TypologyParams())
+    community_of = collab.communities.members.set_index("participant_id")["community_id"]
+    types = table.set_index("community_id")["cluster_type"]
+    groups = world.planted["groups"]
+    assert types[community_of[groups["spec"][0]]] == SPECIALISED
+    assert types[community_of[groups["disp"][0]]] == DISPERSED
+    assert types[community_of[groups["mixed"][0]]] == RD_COLLABORATING
+    assert (tmp_path / "communities.members.parquet").exists() and (tmp_path / "communities.unplaced.csv").exists()
+
+
+def test_spatial_cluster_types_follow_rd_activity(world, paths, inputs, tmp_path):
+    # With the funded projects alone only 8 of 60 alpha firms are R&D-active: not an innovation cluster.
+    spatial, table, _ = run_spatial(inputs, tmp_path / "c.parquet", SpatialParams(), TypologyParams(), paths["participation"])
+    assert set(table["cluster_type"]) == {NOT_RD_ACTIVE}
+    # A register rd_active column (say, R&D tax credit claimants) makes the planted clusters R&D-active.
+    register = world.register.assign(rd_active=world.register["firm_id"].str.startswith(("AL", "BE")).map({True: "yes", False: "no"}))
+    inp = build_inputs(world.labels, register, load_lookup([paths["onspd"]]))
+    collab = load_collaboration(paths["participation"], inp)
+    types = type_spatial(inp, spatial_clusters(inp), collab, TypologyParams()).set_index("group_id")["cluster_type"]
+    assert types.to_dict() == {"alpha-1": SPECIALISED, "beta-1": SPECIALISED}
+    # And a cluster that is not specialised by footprint LQ (threshold raised above its LQ) is Diverse.
+    types = type_spatial(inp, spatial_clusters(inp), collab, TypologyParams(lq_threshold=50)).set_index("group_id")["cluster_type"]
+    assert types.to_dict() == {"alpha-1": DIVERSE, "beta-1": DIVERSE}
+
+
+# -- CLI and pictures -------------------------------------------------------------------------------
+def assert_one_line_error(res, needle):
+    assert res.returncode == 2, res.stderr
+    errors = [l for l in res.stderr.splitlines() if l.startswith("rtic: error:")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == errors[0]  # progress lines may come first; the error is last
+
+
+def test_cli_report_end_to_end(paths, tmp_path):
+    out = tmp_path / "report"
+    res = run_cli("clusters", "report", "--labels", str(paths["labels"]), "--register", str(paths["register"]),
+                  "--postcodes", str(paths["onspd"]), "--participation", str(paths["participation"]), "--out", str(out), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    page = (out / "index.html").read_text()
+    for sector in ("alpha", "beta", "gamma", "tiny"):
+        png = out / "maps" / f"{sector}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"maps/{sector}.png" in page
+    assert "alpha-1" in page and "fewer than 10" in page
+    communities = pd.read_csv(out / "communities.csv")
+    assert sorted(communities["cluster_type"]) == sorted([SPECIALISED, DISPERSED, RD_COLLABORATING])
+    spec = pd.read_csv(out / "specialisation.csv")
+    assert spec["specialised"].sum() >= 2
+    assert (out / "clusters.members.csv").exists() and (out / "communities.csv").exists()
+    unplaced = pd.read_csv(out / "clusters.unplaced.csv")
+    assert set(unplaced["firm_id"]) == {"NOPC", "BADPC", "UNKNOWN", "NOGRID"}
+
+
+def test_cli_specialisation_and_spatial(paths, tmp_path):
+    out = tmp_path / "spec.parquet"
+    res = run_cli("clusters", "specialisation", "--labels", str(paths["labels"]), "--register", str(paths["register"]),
+                  "--postcodes", str(paths["onspd"]), "--area", "ttwa", "--out", str(out), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "4 ttwa areas" in res.stdout and "not placed" in res.stderr
+    assert set(pd.read_parquet(out)["area_code"]) == {"T1", "T2", "T3", "T4"}
+    res = run_cli("clusters", "spatial", "--labels", str(paths["labels"]), "--register", str(paths["register"]),
+                  "--postcodes", str(paths["onspd"]), "--sector", "alpha", "--out", str(tmp_path / "c.csv"), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert pd.read_csv(tmp_path / "c.csv")["cluster_id"].tolist() == ["alpha-1"]
+
+
+def test_cli_user_errors(paths, tmp_path):
+    base = ["--register", str(paths["register"]), "--postcodes", str(paths["onspd"])]
+    bad = tmp_path / "labels.csv"
+    bad.write_text("firm_id,sector\nA,alpha\n")
+    assert_one_line_error(run_cli("clusters", "specialisation", "--labels", str(bad), *base, "--out", str(tmp_path / "o.csv"), home=tmp_path), "no column")
+    assert_one_line_error(run_cli("clusters", "specialisation", "--labels", str(paths["labels"]), *base, "--area", "nuts9", "--out", str(tmp_path / "o.csv"), home=tmp_path), "nuts9")
+    assert_one_line_error(run_cli("clusters", "spatial", "--labels", str(paths["labels"]), *base, "--sector", "nope", "--out", str(tmp_path / "o.csv"), home=tmp_path), "unknown sector")
+    assert_one_line_error(run_cli("clusters", "spatial", "--labels", str(paths["labels"]), *base, "--out", str(tmp_path / "o.txt"), home=tmp_path), ".parquet or .csv")
+
+
+def test_area_names_from_json_or_csv(inputs, tmp_path):
+    from rtic.geography import load_area_names
+
+    (tmp_path / "names.json").write_text('{"E1": "South <West>", "E2": "South East"}')
+    (tmp_path / "names.csv").write_text("code,name\nE1,Sud-Ouest\n")
+    table = specialisation(inputs, "lad", names=load_area_names(tmp_path / "names.json")).set_index("area_code")
+    assert table.loc["E1", "area_name"].iloc[0] == "South <West>" and table.loc["E3", "area_name"].iloc[0] == "E3"
+    assert load_area_names(tmp_path / "names.csv") == {"E1": "Sud-Ouest"}
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(RticError, match="JSON object"):
+        load_area_names(tmp_path / "bad.json")
+
+
+def test_report_escapes_names(inputs, tmp_path):
+    from rtic.clusters.report import write_report
+
+    spatial = spatial_clusters(inputs)
+    spec = specialisation(inputs, "lad", names={"E1": "<script>alert(1)</script>"})
+    page = write_report(tmp_path, inputs, spec, spatial, spatial.clusters, None, ["note with <b>"]).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page and "note with &lt;b&gt;" in page
+
+
+def test_weighted_dbscan_on_shared_postcodes_equals_plain_dbscan():
+    from sklearn.cluster import DBSCAN
+
+    from rtic.clusters.spatial import density_labels
+
+    rng = np.random.default_rng(5)
+    sites = np.vstack([rng.normal(c, 400, (30, 2)) for c in ((0, 0), (5000, 0))] + [rng.uniform(-20000, 20000, (60, 2))])
+    xy = sites[rng.integers(0, len(sites), 2000)]  # 2,000 firms on 120 postcodes: the weighted path
+    ours = density_labels(xy, SpatialParams(eps_m=800, min_samples=10))
+    plain = DBSCAN(eps=800, min_samples=10).fit(xy).labels_
+    assert ours.max() >= 1
+    # Same partition (cluster numbers may differ): each of our clusters is exactly one plain cluster.
+    assert pd.crosstab(ours, plain).astype(bool).sum(axis=1).eq(1).all()
+    assert ((ours == -1) == (plain == -1)).all()
