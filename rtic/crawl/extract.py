@@ -282,3 +282,13 @@ def extract(html: str | bytes, url: str | None = None, declared_charset: str | N
         keep.append(text)
     result.blocks = keep
     return result
+
+
+def clean_text(html: str | bytes, declared_charset: str | None = None) -> str:
+    """All visible text of a page, footers included (company numbers and addresses live there), scripts removed."""
+    root = parse(html, declared_charset)
+    if root is None:
+        return ""
+    for el in root.xpath("//script | //style | //noscript | //template | //head"):
+        el.drop_tree()
+    return "\n".join(t for t in (norm(s) for s in root.itertext()) if t)
