@@ -68,23 +68,27 @@ class Politeness:
         self.default = delay
         self.delays: dict[str, float] = {}
         self.locks: dict[str, asyncio.Lock] = {}
-        self.next_at: dict[str, float] = {}
+        self.last_start: dict[str, float] = {}
+        self.hold_until: dict[str, float] = {}
 
     def set_delay(self, key: str, delay: float) -> None:
         self.delays[key] = max(self.default, delay)
 
-    async def turn(self, key: str):
+    async def turn(self, key: str) -> asyncio.Lock:
+        """Wait for this origin's turn; the caller releases the returned lock when its request is done."""
         lock = self.locks.setdefault(key, asyncio.Lock())
         await lock.acquire()
-        wait = self.next_at.get(key, 0.0) - time.monotonic()
+        # Computed after acquiring, so a Crawl-delay learnt from robots.txt applies to the very next request.
+        ready = max(self.last_start.get(key, -1e9) + self.delays.get(key, self.default), self.hold_until.get(key, 0.0))
+        wait = ready - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        self.next_at[key] = time.monotonic() + self.delays.get(key, self.default)
+        self.last_start[key] = time.monotonic()
         return lock
 
     def hold_off(self, key: str, seconds: float) -> None:
         """After a 429/503: no request to this origin before `seconds` from now."""
-        self.next_at[key] = max(self.next_at.get(key, 0.0), time.monotonic() + seconds)
+        self.hold_until[key] = max(self.hold_until.get(key, 0.0), time.monotonic() + seconds)
 
 
 class Progress:
@@ -223,7 +227,7 @@ class Crawler:
             return "dead"
         final = home["final_url"] or url
         cross = final if not same_site(final, url) else None
-        links = siteinfo.choose_links(page_html(home), final, self.options.max_pages)
+        links = [(u, k) for u, k in siteinfo.choose_links(page_html(home), final, self.options.max_pages + 1) if u != url][: self.options.max_pages]
         spent = home["bytes"] or 0
         for seq, (link, kind) in enumerate(links, start=1):
             if spent >= self.options.max_site_bytes:
@@ -260,7 +264,10 @@ class Crawler:
             self.store.save_page(firm_id, url, **fields)
         if self.progress and result.ok:
             self.progress.pages += 1
-        return self.store.conn.execute("SELECT * FROM pages WHERE firm_id=? AND url=?", (firm_id, url)).fetchone()
+        row = self.store.conn.execute("SELECT * FROM pages WHERE firm_id=? AND url=?", (firm_id, url)).fetchone()
+        stored[url] = row
+        fresh.add(url)  # never fetched twice in one round, whatever links point back here
+        return row
 
     def judge(self, firm: dict, final: str, cross: str | None, robots_outcome: str) -> str:
         """Verdict and findings for a site from all its stored pages (including those fetched before a restart)."""

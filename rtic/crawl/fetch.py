@@ -58,7 +58,7 @@ class Fetch:
 
     @property
     def retryable(self) -> bool:
-        return self.error_kind in {"connect", "reset", "timeout", "dns_temporary"} or self.status in RETRYABLE_STATUS
+        return self.error_kind in {"connect", "reset", "dns_temporary"} or self.status in RETRYABLE_STATUS
 
 
 def registrable_domain(host: str) -> str:

@@ -42,7 +42,7 @@ PARKED_PHRASES = re.compile(
 )
 PARKING_HOSTS = re.compile(r"sedoparking|parkingcrew|bodis|dan\.com|afternic|hugedomains|above\.com|undeveloped|"
                            r"sedo\.com|parklogic|domainmarket|godaddy\.com/domain|uniregistry|namebright|parked", re.I)
-NEAR_EMPTY_WORDS = 30
+NEAR_EMPTY_WORDS = 20
 
 # UK company numbers: 8 digits, or 2 letters + 6 digits (SC, NI, OC, SO, NC, R0, ...), seen next to a cue.
 COMPANY_NUMBER = re.compile(
