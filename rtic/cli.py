@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rtic.config import MODEL_NAME, Settings
@@ -81,7 +82,8 @@ def cmd_crawl(args) -> int:
                          max_page_bytes=args.max_page_bytes, allow_private=args.allow_private)
     options = CrawlOptions(concurrency=args.concurrency, delay=args.delay, max_crawl_delay=args.max_crawl_delay, max_pages=args.max_pages,
                            max_site_bytes=args.max_site_bytes, retries=args.retries, backoff=args.backoff, contact_url=args.contact,
-                           recrawl_after=parse_duration(args.recrawl_after) if args.recrawl_after else None, fetch=fetch)
+                           recrawl_after=parse_duration(args.recrawl_after) if args.recrawl_after else None, workers=args.workers,
+                           fetch=fetch)
     quiet = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     s = crawl(args.register, args.store, options, progress_out=quiet)
     rate = s.pages / s.seconds if s.seconds else 0.0
@@ -131,6 +133,8 @@ def add_crawl_parsers(sub) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx and connection errors (default 2)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubling with jitter (default 1)")
     p.add_argument("--recrawl-after", help="refetch sites finished longer ago than this (e.g. 30d), with conditional requests")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="processes extracting text from pages, beside the fetching loop (default: cores, at most 4; 0: none)")
     p.add_argument("--contact", default="https://github.com/rtic/rtic", help="contact URL named in the User-Agent")
     p.add_argument("--allow-private", action="store_true", help="allow private/loopback addresses (tests and local farms only)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -13,6 +13,7 @@ min(C, sites) / D requests per second: that is the bound. CPU seconds are the cr
 from __future__ import annotations
 
 import argparse
+import os
 import multiprocessing as mp
 import resource
 import sys
@@ -55,20 +56,26 @@ def farm_process(n_sites: int, conn) -> None:
 
 
 def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """This process plus its finished children (the extraction workers, joined at the end of each crawl)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sites", type=int, default=500)
     ap.add_argument("--runs", default="32:1,128:1,500:1", help="comma-separated CONCURRENCY:DELAY pairs")
+    ap.add_argument("--workers", type=int, default=2, help="extraction processes (rtic crawl --workers; 0: in the event loop)")
     args = ap.parse_args()
     parent, child = mp.Pipe()
     proc = mp.Process(target=farm_process, args=(args.sites, child), daemon=True)
     proc.start()
     ports = parent.recv()
-    print(f"farm: {len(ports)} sites on 127.0.0.1, 10 requests each (robots + home + 8 pages), 50-200 ms latency per response\n")
+    print(f"farm: {len(ports)} sites on 127.0.0.1, 10 requests each (robots + home + 8 pages), 50-200 ms latency per response; "
+          f"{args.workers} extraction workers; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
     print(f"{'concurrency':>11} {'delay':>6} {'bound req/s':>12} {'req/s':>8} {'% bound':>8} {'pages/s':>8} {'CPU s/page':>11} {'CPU busy':>9} {'wall s':>7}")
     try:
         for spec in args.runs.split(","):
@@ -76,7 +83,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 register = Path(tmp) / "register.csv"
                 pd.DataFrame({"firm_id": [f"F{i}" for i in range(len(ports))], "website": [f"http://127.0.0.1:{p}/" for p in ports]}).to_csv(register, index=False)
-                options = CrawlOptions(concurrency=concurrency, delay=delay, fetch=FetchOptions(allow_private=True, max_connections=max(64, concurrency * 2)))
+                options = CrawlOptions(concurrency=concurrency, delay=delay, workers=args.workers, fetch=FetchOptions(allow_private=True, max_connections=max(64, concurrency * 2)))
                 cpu0, t0 = cpu_seconds(), time.monotonic()
                 summary = crawl(register, Path(tmp) / "crawl.db", options)
                 wall, cpu = time.monotonic() - t0, cpu_seconds() - cpu0

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import random
 import re
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,11 +48,12 @@ class CrawlOptions:
     max_retry_after: float = 120.0  # a longer Retry-After gives up instead of waiting
     recrawl_after: float | None = None  # seconds; None: finished sites are never refetched
     contact_url: str = "https://github.com/rtic/rtic"
+    workers: int = 0  # processes for text extraction (0: in the event loop; the CLI uses up to 4)
     fetch: FetchOptions = field(default_factory=FetchOptions)
 
     def __post_init__(self):
-        if self.concurrency < 1 or self.delay < 0 or self.max_pages < 0 or self.retries < 0:
-            raise RticError("--concurrency must be ≥ 1 and --delay, --max-pages, --retries ≥ 0")
+        if self.concurrency < 1 or self.delay < 0 or self.max_pages < 0 or self.retries < 0 or self.workers < 0:
+            raise RticError("--concurrency must be ≥ 1 and --delay, --max-pages, --retries, --workers ≥ 0")
 
 
 def parse_duration(text: str) -> float:
@@ -59,6 +62,13 @@ def parse_duration(text: str) -> float:
     if not m:
         raise RticError(f"cannot read duration {text!r}: use e.g. 30d, 12h, 45m, 90s")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def analyse_page(body: bytes, url: str, charset: str | None) -> dict:
+    """Everything the store keeps from one HTML body (runs in a worker process when --workers > 0)."""
+    ex = extract(body, url=url, declared_charset=charset)
+    findings = {"company_numbers": siteinfo.find_company_numbers(ex.visible), "postcodes": siteinfo.find_postcodes(ex.visible)}
+    return {"title": ex.title, "lang": ex.lang, "text": ex.document(), "findings": json.dumps(findings)}
 
 
 class Politeness:
@@ -128,8 +138,8 @@ class CrawlSummary:
 
 
 class Crawler:
-    def __init__(self, store: Store, options: CrawlOptions, progress: Progress | None = None):
-        self.store, self.options = store, options
+    def __init__(self, store: Store, options: CrawlOptions, progress: Progress | None = None, pool=None):
+        self.store, self.options, self.pool = store, options, pool
         fopts = options.fetch
         if options.contact_url and options.contact_url not in fopts.user_agent:
             fopts.user_agent = f"rtic-crawler/0.1 (+{options.contact_url})"
@@ -258,9 +268,11 @@ class Crawler:
                           etag=result.etag, last_modified=result.last_modified, bytes=len(result.body), redirects=result.redirects,
                           error_kind=result.error_kind, error=result.error)
             if result.ok and result.body:
-                ex = extract(result.body, url=result.final_url, declared_charset=result.charset)
-                fields.update(html=result.body, content_sha256=hashlib.sha256(result.body).hexdigest(), title=ex.title,
-                              lang=ex.lang, text=ex.document())
+                if self.pool is not None:
+                    analysis = await asyncio.get_running_loop().run_in_executor(self.pool, analyse_page, result.body, result.final_url, result.charset)
+                else:
+                    analysis = analyse_page(result.body, result.final_url, result.charset)
+                fields.update(html=result.body, content_sha256=hashlib.sha256(result.body).hexdigest(), **analysis)
             self.store.save_page(firm_id, url, **fields)
         if self.progress and result.ok:
             self.progress.pages += 1
@@ -274,12 +286,16 @@ class Crawler:
         firm_id = firm["firm_id"]
         rows = [r for r in self.store.pages(firm_id) if r["status"] == 200 and r["text"] is not None]
         text = "\n".join(r["text"] or "" for r in rows)
-        raw_text = "\n".join(_visible_text(page_html(r)) for r in rows)  # footers carry company numbers: search all text
         n_words = len(text.split())
         home_lang = rows[0]["lang"] if rows else ""
-        numbers = siteinfo.find_company_numbers(raw_text)
-        postcodes = siteinfo.find_postcodes(raw_text)
-        score, reasons = siteinfo.match_score(firm, raw_text, rows[0]["title"] if rows else "", [n["number"] for n in numbers], postcodes)
+        numbers, postcodes = {}, {}
+        for r in rows:
+            found = json.loads(r["findings"] or "{}")
+            for n in found.get("company_numbers", []):
+                numbers.setdefault(n["number"], n)
+            postcodes.update(dict.fromkeys(found.get("postcodes", [])))
+        numbers, postcodes = list(numbers.values()), list(postcodes)
+        score, reasons = siteinfo.match_score(firm, text, rows[0]["title"] if rows else "", [n["number"] for n in numbers], postcodes)
         parked = siteinfo.parked_reason(text, final, n_words)
         if parked:
             verdict, detail = "parked", parked
@@ -292,12 +308,6 @@ class Crawler:
                                pages=len(rows), bytes=sum(r["bytes"] or 0 for r in rows), company_numbers=numbers,
                                postcodes=postcodes, match_score=score, match_reasons=reasons, error_kind=None, error=None)
         return verdict
-
-
-def _visible_text(html: bytes) -> str:
-    from rtic.crawl.extract import clean_text
-
-    return clean_text(html)
 
 
 def register_firms(register_path: str | Path) -> list[dict]:
@@ -315,7 +325,9 @@ def register_firms(register_path: str | Path) -> list[dict]:
 
 
 async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progress: Progress) -> Counter:
-    crawler = Crawler(store, options, progress)
+    # Extraction is CPU work: in worker processes it neither blocks the event loop (timers stay on time) nor caps us at one core.
+    pool = ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn")) if options.workers else None
+    crawler = Crawler(store, options, progress, pool)
     verdicts: Counter = Counter()
     queue: asyncio.Queue = asyncio.Queue()
     for firm in firms:
@@ -338,6 +350,8 @@ async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progres
         await asyncio.gather(*(worker() for _ in range(min(options.concurrency, max(len(firms), 1)))))
     finally:
         await crawler.aclose()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return verdicts
 
 

@@ -47,6 +47,7 @@ class Extracted:
     jsonld: list[str] = field(default_factory=list)  # organisation / product descriptions from JSON-LD
     blocks: list[str] = field(default_factory=list)  # main-content blocks in page order
     lang: str = ""
+    visible: str = ""  # all visible text, footers included (company numbers and addresses live there)
 
     @property
     def text(self) -> str:
@@ -174,21 +175,23 @@ def _blocks(root):
     """Leaf-most blocks in document order: block tags, plus containers' loose text."""
     out = []
 
-    def walk(el):
+    def walk(el, in_link: bool = False):
         tag = el.tag if isinstance(el.tag, str) else ""
+        in_link = in_link or tag == "a"
         if tag in BLOCK_TAGS and not any(isinstance(c.tag, str) and c.tag in BLOCK_TAGS | {"div", "section", "ul", "ol", "table"} for c in el.iterdescendants()):
             text, link = _own_text(el)
             if text:
-                out.append((el, text, link))
+                out.append((el, text, max(link, len(text) / 2) if in_link else link))
             return
         if el.text and el.text.strip() and tag not in {"html"}:
-            out.append((el, norm(el.text), 0))
+            t = norm(el.text)
+            out.append((el, t, len(t) / 2 if in_link else 0))
         for child in el:
-            walk(child)
+            walk(child, in_link)
             if child.tail and child.tail.strip():
                 # loose text between blocks: counted against the container
-                tail_owner = el
-                out.append((tail_owner, norm(child.tail), 0))
+                t = norm(child.tail)
+                out.append((el, t, len(t) / 2 if in_link else 0))
 
     walk(root)
     # Merge loose text fragments of one container into a single block, keeping order.
@@ -259,6 +262,9 @@ def extract(html: str | bytes, url: str | None = None, declared_charset: str | N
             result.description = norm(meta.get("content"))
             break
     result.jsonld = _jsonld_descriptions(root)
+    for el in root.xpath("//script | //style | //noscript | //template | //head"):
+        el.drop_tree()
+    result.visible = "\n".join(t for t in (norm(s) for s in root.itertext()) if t)
     clean(root)
     main_candidates = root.xpath('//main | //*[@role="main"]')
     scope = root
@@ -273,8 +279,9 @@ def extract(html: str | bytes, url: str | None = None, declared_charset: str | N
         if el not in inside:
             continue
         n = len(text)
-        if n and link / n > 0.6 and el.tag not in HEADINGS:
-            continue
+        density = link / n if n else 1.0
+        if el.tag not in HEADINGS and (density > 0.6 or (density >= 0.5 and text.count(" ") < 3)):
+            continue  # link lists and menu items, unless the text around the link makes it prose
         key = text.lower()
         if key in seen:
             continue
@@ -283,12 +290,3 @@ def extract(html: str | bytes, url: str | None = None, declared_charset: str | N
     result.blocks = keep
     return result
 
-
-def clean_text(html: str | bytes, declared_charset: str | None = None) -> str:
-    """All visible text of a page, footers included (company numbers and addresses live there), scripts removed."""
-    root = parse(html, declared_charset)
-    if root is None:
-        return ""
-    for el in root.xpath("//script | //style | //noscript | //template | //head"):
-        el.drop_tree()
-    return "\n".join(t for t in (norm(s) for s in root.itertext()) if t)

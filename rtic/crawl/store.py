@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS pages (
     title TEXT,
     lang TEXT,
     text TEXT,                 -- extracted: title, description, JSON-LD, main blocks; one block per line
+    findings TEXT,             -- JSON {company_numbers: [{number, context}], postcodes: [..]} from all visible text
     redirects TEXT,            -- JSON [url]
     error_kind TEXT,
     error TEXT,
