@@ -42,6 +42,8 @@ def test_kill_mid_crawl_and_resume(tmp_path):
         deadline = time.monotonic() + 60
         while len(committed_pages(store)) < 8 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "rtic crawl runs extraction in worker processes by default"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         before = committed_pages(store)
@@ -61,6 +63,11 @@ def test_kill_mid_crawl_and_resume(tmp_path):
         for url in before:
             port, path = int(url.split(":")[2].split("/")[0]), "/" + url.split("/", 3)[3]
             assert (port, path) not in again, f"{url} fetched twice"
+        # The killed crawl's extraction workers went with it.
+        deadline = time.monotonic() + 5
+        while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "orphaned extraction workers"
         # And a third run has nothing left to do.
         third = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert "0 crawled now, 6 already done" in third.stdout

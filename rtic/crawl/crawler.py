@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import re
 import sys
@@ -69,6 +70,19 @@ def analyse_page(body: bytes, url: str, charset: str | None) -> dict:
     ex = extract(body, url=url, declared_charset=charset)
     findings = {"company_numbers": siteinfo.find_company_numbers(ex.visible), "postcodes": siteinfo.find_postcodes(ex.visible)}
     return {"title": ex.title, "lang": ex.lang, "text": ex.document(), "findings": json.dumps(findings)}
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker initialiser: exit when the crawl process is gone (kill -9 gives the pool no chance to stop us)."""
+    import os
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class Politeness:
@@ -326,7 +340,9 @@ def register_firms(register_path: str | Path) -> list[dict]:
 
 async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progress: Progress) -> Counter:
     # Extraction is CPU work: in worker processes it neither blocks the event loop (timers stay on time) nor caps us at one core.
-    pool = ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn")) if options.workers else None
+    pool = None
+    if options.workers:
+        pool = ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),))
     crawler = Crawler(store, options, progress, pool)
     verdicts: Counter = Counter()
     queue: asyncio.Queue = asyncio.Queue()
