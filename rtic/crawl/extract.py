@@ -20,7 +20,7 @@ from lxml import etree
 
 NEVER_CONTENT = {
     "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed", "video", "audio",
-    "form", "button", "select", "option", "textarea", "input", "label", "nav", "footer", "aside", "dialog", "menu",
+    "button", "select", "option", "textarea", "input", "label", "nav", "footer", "aside", "dialog", "menu",
     "head", "link", "meta", "map", "picture", "img",
 }
 BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alertdialog", "menu", "menubar"}
@@ -134,7 +134,7 @@ def _is_hidden(el) -> bool:
     return "display:none" in style or "visibility:hidden" in style
 
 
-def _is_boilerplate(el) -> bool:
+def _is_boilerplate(el, prose: dict, total_prose: int) -> bool:
     tag = el.tag
     if tag in NEVER_CONTENT:
         return True
@@ -142,22 +142,39 @@ def _is_boilerplate(el) -> bool:
         return True
     if tag in {"header"} and el.getparent() is not None and el.getparent().tag == "body":
         return True
+    # Layout classes ("has-sidebar", "wsite-not-footer") name the same words, and some pages keep their
+    # content hidden until a script shows it: an element holding much of the page's prose is content.
+    mine = prose.get(el, 0)
+    holds_content = mine >= 200 and mine >= 0.4 * total_prose
     attrs = f"{el.get('class') or ''} {el.get('id') or ''}"
     if attrs.strip() and BOILERPLATE_WORDS.search(attrs) and tag not in {"body", "main", "article", "html"}:
-        # A container holding most of the page's prose is not boilerplate whatever its class says.
-        return True
-    return _is_hidden(el)
+        if not holds_content and el.find(".//h1") is None:
+            return True
+    return _is_hidden(el) and not holds_content
+
+
+def _prose_lengths(root) -> dict:
+    """Characters of text outside links under each element (a cheap measure of where the content is)."""
+    in_link = {d for a in root.iter("a") for d in a.iter()}
+    elements = [el for el in root.iter() if isinstance(el.tag, str)]
+    prose = {}
+    for el in elements:
+        own = len((el.text or "").strip()) if el not in in_link else 0
+        prose[el] = own + sum(len((c.tail or "").strip()) for c in el if el not in in_link)
+    for el in reversed(elements):  # children come after their parent in document order: add them up bottom-up
+        parent = el.getparent()
+        if parent is not None and parent in prose:
+            prose[parent] += prose[el]
+    return prose
 
 
 def clean(root) -> None:
-    """Remove never-content elements in place (keeping their tail text)."""
-    for el in list(root.iter()):
-        if not isinstance(el.tag, str):
-            el.drop_tree() if el.getparent() is not None else None
-            continue
+    """Remove never-content elements in place."""
+    prose = _prose_lengths(root)
+    total = prose.get(root, 0)
     doomed = []
     for el in root.iter():
-        if isinstance(el.tag, str) and el.tag not in {"html", "body"} and _is_boilerplate(el):
+        if isinstance(el.tag, str) and el.tag not in {"html", "body"} and _is_boilerplate(el, prose, total):
             doomed.append(el)
     for el in doomed:
         if el.getparent() is not None:
