@@ -28,7 +28,7 @@ BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "se
 BOILERPLATE_WORDS = re.compile(
     r"(?:^|[-_ ])(?:nav|navbar|navigation|menu|menubar|megamenu|footer|site-?footer|sidebar|breadcrumbs?|cookies?|cookie-?banner|"
     r"consent|gdpr|cc-window|onetrust|newsletter|subscribe|social|share|sharing|popup|modal|overlay|skip-?link|"
-    r"masthead|site-?header|top-?bar|utility|related|recommended|comments?|pagination|pager|widget|promo|advert|ads?|"
+    r"masthead|site-?header|top-?bar|related|recommended|comments?|pagination|pager|promo|advert|ads?|"
     r"sr-only|visually-?hidden|screen-?reader|offcanvas|drawer|search-?form|login|signup)(?:$|[-_ ])",
     re.I,
 )
