@@ -34,6 +34,7 @@ BOILERPLATE_WORDS = re.compile(
 )
 BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "blockquote", "pre", "td", "th", "tr", "figcaption", "caption", "summary", "address"}
 CONTAINER_TAGS = {"div", "section", "article", "main", "body", "ul", "ol", "dl", "table", "tbody", "thead", "header", "span", "center", "details", "figure"}
+WIDEN = (0.85, 0.02)  # an ancestor holding this share of the best score (less a slack) is taken instead
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 ORG_TYPES = {"organization", "corporation", "localbusiness", "professionalservice", "product", "service", "store", "onlinestore", "website", "webpage", "aboutpage"}
 WS = re.compile(r"\s+")
@@ -259,7 +260,7 @@ def _best_subtree(root, blocks):
     # Prefer a wider ancestor when it holds nearly as much value: content often spans sibling sections.
     node = best.getparent()
     while node is not None and node is not root:
-        if score.get(node, 0.0) >= best_score * 0.85 - 0.02 * total_pos:
+        if score.get(node, 0.0) >= best_score * WIDEN[0] - WIDEN[1] * total_pos:
             best, best_score = node, max(best_score, score.get(node, 0.0))
         node = node.getparent()
     return best
