@@ -241,3 +241,34 @@ def test_recrawl_uses_conditional_requests(farm, tmp_path):
     assert len(farm.requests(site, "/")) == 2 and second[2].get("if-none-match") == '"v1"'
     row = pages(store, "F1")[0]
     assert row["status"] == 200 and "precision sensors" in row["text"]  # 304 kept the stored copy
+
+
+def test_address_and_url_rules():
+    from rtic.crawl.safety import UnsafeTarget, address_problem, check_url
+
+    for ip in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0", "::1",
+               "fe80::1", "fc00::1", "::ffff:127.0.0.1", "100.64.0.1", "240.0.0.1"):
+        assert address_problem(ip), ip
+    for ip in ("8.8.8.8", "151.101.1.1", "2a00:1450:4009:81f::200e"):
+        assert address_problem(ip) is None, ip
+    for url in ("file:///etc/passwd", "ftp://example.com/", "gopher://x/", "http://user:pw@example.com/", "http:///nohost"):
+        with pytest.raises(UnsafeTarget):
+            check_url(url)
+    check_url("https://example.co.uk/about")
+
+
+def test_parse_duration_and_link_choice():
+    from rtic.crawl.crawler import parse_duration
+    from rtic.crawl.site import choose_links, website_url
+    from rtic.errors import RticError
+
+    assert parse_duration("30d") == 30 * 86400 and parse_duration("90") == 90 and parse_duration("1.5h") == 5400
+    with pytest.raises(RticError):
+        parse_duration("soon")
+    assert website_url("www.Example.co.uk") == "http://www.example.co.uk/" and website_url("  ") == ""
+    html = ("<a href='/privacy'>Privacy</a><a href='/cart'>Basket</a><a href='/what-we-do'>What we do</a><a href='/blog/2024/x'>Post</a>"
+            "<a href='https://shop.example.co.uk/products'>Shop</a><a href='https://other.com/about'>About</a><a href='/team'>Team</a>"
+            "<a href='/files/spec.pdf'>Spec</a><a href='mailto:a@b.c'>Mail</a><a href='/about#history'>Our history</a>")
+    links = choose_links(html, "https://www.example.co.uk/", 3)
+    assert [u for u, _ in links] == ["https://www.example.co.uk/what-we-do", "https://www.example.co.uk/about", "https://shop.example.co.uk/products"]
+    assert [k for _, k in links] == ["what_we_do", "about", "products"]

@@ -157,6 +157,7 @@ class Crawler:
         fopts = options.fetch
         if options.contact_url and options.contact_url not in fopts.user_agent:
             fopts.user_agent = f"rtic-crawler/0.1 (+{options.contact_url})"
+        fopts.max_connections = max(fopts.max_connections, 2 * options.concurrency)  # one per site in flight, plus idle ones
         self.fetcher = Fetcher(fopts)
         self.polite = Politeness(options.delay)
         self.robots: dict[str, tuple[Protego | None, str]] = {}
@@ -228,7 +229,7 @@ class Crawler:
     # -- one site --------------------------------------------------------------------------------------
     async def crawl_site(self, firm: dict) -> str:
         firm_id, url = firm["firm_id"], siteinfo.website_url(firm.get("website", ""))
-        round_started = self.store.start_site(firm_id, url, self.options.recrawl_after)
+        round_started = self.store.start_site(firm_id, firm.get("website", ""), url, self.options.recrawl_after)
         if round_started is None:
             return "skipped"
         if not url:

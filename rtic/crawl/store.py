@@ -110,7 +110,7 @@ class Store:
     def site(self, firm_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM sites WHERE firm_id = ?", (firm_id,)).fetchone()
 
-    def start_site(self, firm_id: str, url: str, recrawl_after: float | None) -> float | None:
+    def start_site(self, firm_id: str, website: str, url: str, recrawl_after: float | None) -> float | None:
         """Begin (or resume) a site. Returns the round start, or None when the site is finished and fresh."""
         row = self.site(firm_id)
         now = time.time()
@@ -119,7 +119,8 @@ class Store:
         if row is not None and row["state"] == "done" and row["url"] == url:
             if recrawl_after is None or (row["finished_at"] or 0) > now - recrawl_after:
                 return None
-        self.conn.execute("UPDATE sites SET state='running', round_started=?, url=? WHERE firm_id=?", (now, url, firm_id))
+        # New round (first crawl, recrawl, or the register now gives another website).
+        self.conn.execute("UPDATE sites SET state='running', round_started=?, website=?, url=? WHERE firm_id=?", (now, website, url, firm_id))
         self.conn.commit()
         return now
 
