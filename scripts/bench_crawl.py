@@ -95,6 +95,7 @@ def main() -> int:
     finally:
         parent.send("stop")
         proc.join(10)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine takes CPU from the crawl)")
     return 0
 
 

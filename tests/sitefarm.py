@@ -92,6 +92,8 @@ class Site:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:  # farm shutting down: end quietly
+            return
         finally:
             try:
                 writer.close()
