@@ -35,6 +35,8 @@ from rtic.register import read_register
 
 ROBOTS_MAX_BYTES = 500_000
 ROBOTS_MAX_AGE = 24 * 3600.0
+# A robots.txt fetch failing like this means the home page would too: the site is judged dead without retrying it.
+UNREACHABLE = {"dns", "connect", "connect_timeout", "tls", "unsafe"}
 
 
 @dataclass
@@ -162,6 +164,7 @@ class Crawler:
         self.polite = Politeness(options.delay)
         self.robots: dict[str, tuple[Protego | None, str]] = {}
         self.robots_locks: dict[str, asyncio.Lock] = {}
+        self.unreachable: dict[str, Fetch] = {}  # origins whose robots.txt fetch could not even connect
         self.progress = progress
 
     async def aclose(self):
@@ -199,12 +202,14 @@ class Crawler:
             if key in self.robots:
                 return self.robots[key]
             row = self.store.robots(key, ROBOTS_MAX_AGE)
-            if row is None:
+            if row is None or row["status"] is None:  # a network failure is not cached across runs
                 parts = urlsplit(url)
                 result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES)
                 body = result.body.decode("utf-8", "replace") if result.ok else ""
                 self.store.save_robots(key, result.status, body, result.error)
                 status, error = result.status, result.error_kind
+                if error in UNREACHABLE:
+                    self.unreachable[key] = result
             else:
                 body, status, error = row["body"], row["status"], row["error"]
             if status is not None and 200 <= status < 300:
@@ -239,6 +244,11 @@ class Crawler:
         fresh = {u for u, row in stored.items() if (row["fetched_at"] or 0) >= round_started}
 
         home_ok, robots_outcome = await self.allowed(url)
+        failed = self.unreachable.get(origin(url))
+        if failed is not None:
+            self.store.finish_site(firm_id, verdict="dead", verdict_detail=f"robots.txt: {failed.error}", error_kind=failed.error_kind,
+                                   error=failed.error, robots="error", pages=0)
+            return "dead"
         if not home_ok:
             self.store.finish_site(firm_id, verdict="blocked", verdict_detail=f"robots.txt {robots_outcome}: home page disallowed",
                                    robots="disallowed" if robots_outcome == "allowed" else robots_outcome, pages=0)

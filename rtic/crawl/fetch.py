@@ -1,7 +1,7 @@
 """One HTTP GET done carefully: safe addresses, manual redirects, size caps while streaming, own decompression.
 
 `Fetcher.fetch` never raises for network trouble: it returns a `Fetch` with `error_kind` set
-(dns, connect, tls, timeout, reset, unsafe, too_large, not_html, redirect_loop, too_many_redirects,
+(dns, connect, connect_timeout, tls, timeout, reset, unsafe, too_large, not_html, redirect_loop, too_many_redirects,
 bad_url, http). Retrying and politeness belong to the caller (see crawler.py), because a retry
 must wait its turn like any other request.
 """
@@ -136,6 +136,8 @@ def _classify_error(exc: Exception) -> tuple[str, str]:
     text = str(exc) or exc.__class__.__name__
     if isinstance(exc, UnsafeTarget):
         return "unsafe", text
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout", text or "connect timed out"
     if isinstance(exc, httpx.TimeoutException) or isinstance(exc, asyncio.TimeoutError):
         return "timeout", text or "timed out"
     if isinstance(exc, httpx.ConnectError):
