@@ -119,7 +119,9 @@ def test_crawl_delay_honoured_up_to_cap(farm, tmp_path):
     for site, gap in ((slow, 0.2), (capped, 0.3)):
         starts = [t for *_, t in farm.requests(site)]
         assert len(starts) == 4  # robots + home + 2 pages
-        assert min(b - a for a, b in zip(starts, starts[1:])) >= gap * 0.8  # arrival times at the server jitter a little
+        # Arrival times at the server jitter under load: each gap clearly there, and the whole span at the full delay.
+        assert min(b - a for a, b in zip(starts, starts[1:])) >= gap * 0.5
+        assert starts[-1] - starts[0] >= 3 * gap * 0.9
     assert sites(tmp_path / "c.db")["C"]["crawl_delay"] == pytest.approx(0.3)
 
 
