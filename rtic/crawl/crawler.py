@@ -159,7 +159,6 @@ class Crawler:
         fopts = options.fetch
         if options.contact_url and options.contact_url not in fopts.user_agent:
             fopts.user_agent = f"rtic-crawler/0.1 (+{options.contact_url})"
-        fopts.max_connections = max(fopts.max_connections, 2 * options.concurrency)  # one per site in flight, plus idle ones
         self.fetcher = Fetcher(fopts)
         self.polite = Politeness(options.delay)
         self.robots: dict[str, tuple[Protego | None, str]] = {}
@@ -171,13 +170,13 @@ class Crawler:
         await self.fetcher.aclose()
 
     # -- requests with politeness and retries --------------------------------------------------------
-    async def request(self, url: str, headers: dict | None = None, **kw) -> Fetch:
+    async def request(self, url: str, headers: dict | None = None, client=None, **kw) -> Fetch:
         key = origin(url)
         attempt = 0
         while True:
             lock = await self.polite.turn(key)
             try:
-                result = await self.fetcher.fetch(url, headers, **kw)
+                result = await self.fetcher.fetch(url, headers, client=client, **kw)
             finally:
                 lock.release()
             if not result.retryable or attempt >= self.options.retries:
@@ -195,7 +194,7 @@ class Crawler:
             self.progress.errors[f"http_{result.status}"] += 1
         return result
 
-    async def robots_for(self, url: str) -> tuple[Protego | None, str]:
+    async def robots_for(self, url: str, client=None) -> tuple[Protego | None, str]:
         """Parsed robots.txt of the URL's origin (cached in memory and in the store) and its outcome."""
         key = origin(url)
         async with self.robots_locks.setdefault(key, asyncio.Lock()):
@@ -204,7 +203,8 @@ class Crawler:
             row = self.store.robots(key, ROBOTS_MAX_AGE)
             if row is None or row["status"] is None:  # a network failure is not cached across runs
                 parts = urlsplit(url)
-                result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES)
+                result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES,
+                                            client=client)
                 body = result.body.decode("utf-8", "replace") if result.ok else ""
                 self.store.save_robots(key, result.status, body, result.error)
                 status, error = result.status, result.error_kind
@@ -225,14 +225,21 @@ class Crawler:
             self.robots[key] = (parsed, outcome)
             return self.robots[key]
 
-    async def allowed(self, url: str) -> tuple[bool, str]:
-        parsed, outcome = await self.robots_for(url)
+    async def allowed(self, url: str, client=None) -> tuple[bool, str]:
+        parsed, outcome = await self.robots_for(url, client)
         if parsed is None:
             return False, outcome
         return parsed.can_fetch(url, self.fetcher.options.user_agent), outcome
 
     # -- one site --------------------------------------------------------------------------------------
     async def crawl_site(self, firm: dict) -> str:
+        client = self.fetcher.site_client()
+        try:
+            return await self._crawl_site(firm, client)
+        finally:
+            await client.aclose()
+
+    async def _crawl_site(self, firm: dict, client) -> str:
         firm_id, url = firm["firm_id"], siteinfo.website_url(firm.get("website", ""))
         round_started = self.store.start_site(firm_id, firm.get("website", ""), url, self.options.recrawl_after)
         if round_started is None:
@@ -243,7 +250,7 @@ class Crawler:
         stored = {row["url"]: row for row in self.store.pages(firm_id)}
         fresh = {u for u, row in stored.items() if (row["fetched_at"] or 0) >= round_started}
 
-        home_ok, robots_outcome = await self.allowed(url)
+        home_ok, robots_outcome = await self.allowed(url, client)
         failed = self.unreachable.get(origin(url))
         if failed is not None:
             self.store.finish_site(firm_id, verdict="dead", verdict_detail=f"robots.txt: {failed.error}", error_kind=failed.error_kind,
@@ -253,7 +260,7 @@ class Crawler:
             self.store.finish_site(firm_id, verdict="blocked", verdict_detail=f"robots.txt {robots_outcome}: home page disallowed",
                                    robots="disallowed" if robots_outcome == "allowed" else robots_outcome, pages=0)
             return "blocked"
-        home = await self.page(firm_id, url, "home", 0, stored, fresh)
+        home = await self.page(firm_id, url, "home", 0, stored, fresh, client)
         if home is None or not (home["status"] and 200 <= home["status"] < 300) or home["error_kind"]:
             kind = (home["error_kind"] if home is not None else None) or (f"http_{home['status']}" if home is not None and home["status"] else "error")
             detail = home["error"] if home is not None and home["error"] else f"home page {kind}"
@@ -267,14 +274,14 @@ class Crawler:
         for seq, (link, kind) in enumerate(links, start=1):
             if spent >= self.options.max_site_bytes:
                 break
-            ok, _ = await self.allowed(link)
+            ok, _ = await self.allowed(link, client)
             if not ok:
                 continue
-            row = await self.page(firm_id, link, kind, seq, stored, fresh)
+            row = await self.page(firm_id, link, kind, seq, stored, fresh, client)
             spent += (row["bytes"] or 0) if row is not None else 0
         return self.judge(firm, final, cross, robots_outcome)
 
-    async def page(self, firm_id: str, url: str, kind: str, seq: int, stored: dict, fresh: set):
+    async def page(self, firm_id: str, url: str, kind: str, seq: int, stored: dict, fresh: set, client=None):
         """Fetch one page unless this round already has it; conditional when an older copy exists."""
         if url in fresh:
             return stored[url]
@@ -285,7 +292,7 @@ class Crawler:
                 headers["If-None-Match"] = old["etag"]
             if old["last_modified"]:
                 headers["If-Modified-Since"] = old["last_modified"]
-        result = await self.request(url, headers)
+        result = await self.request(url, headers, client)
         if result.status == 304 and old is not None:
             self.store.touch_page(firm_id, url)
         else:

@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from rtic.crawl.safety import SafeBackend, UnsafeTarget, check_url
@@ -157,18 +158,25 @@ def _classify_error(exc: Exception) -> tuple[str, str]:
 
 
 class Fetcher:
+    """Makes clients that connect through the safety backend. Give each site its own small client
+    (`site_client`): one connection per host is all politeness allows, and httpcore's pool scans every
+    connection it holds on each request, so one big shared pool costs CPU in proportion to the sites in flight."""
+
     def __init__(self, options: FetchOptions):
         self.options = options
-        transport = httpx.AsyncHTTPTransport(retries=0)
-        # Swap in a pool that connects through the safety backend (httpx exposes no resolver hook).
-        import httpcore
+        self.ssl_context = httpx.create_ssl_context()  # built once: creating one is slow
+        self.backend = SafeBackend(allow_private=options.allow_private)
+        self.client = self._client(options.max_connections)
 
+    def _client(self, max_connections: int) -> httpx.AsyncClient:
+        options = self.options
+        transport = httpx.AsyncHTTPTransport(verify=self.ssl_context, retries=0)  # shared context: loading CAs is slow
+        # Swap in a pool that connects through the safety backend (httpx exposes no resolver hook).
         transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=options.max_connections,
-            max_keepalive_connections=options.max_connections, keepalive_expiry=5.0,
-            network_backend=SafeBackend(allow_private=options.allow_private),
+            ssl_context=self.ssl_context, max_connections=max_connections, max_keepalive_connections=max_connections,
+            keepalive_expiry=5.0, network_backend=self.backend,
         )
-        self.client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
             timeout=httpx.Timeout(connect=options.connect_timeout, read=options.read_timeout, write=options.read_timeout, pool=options.page_timeout),
@@ -176,14 +184,20 @@ class Fetcher:
                      "Accept-Encoding": "gzip, deflate", "Accept-Language": "en-GB,en;q=0.8"},
         )
 
+    def site_client(self) -> httpx.AsyncClient:
+        """A client for one site: two connections (the site, and where it redirects); close it when the site is done."""
+        return self._client(2)
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, headers: dict | None = None, accept_any_type: bool = False, max_bytes: int | None = None) -> Fetch:
+    async def fetch(self, url: str, headers: dict | None = None, accept_any_type: bool = False, max_bytes: int | None = None,
+                    client: httpx.AsyncClient | None = None) -> Fetch:
         result = Fetch(url=url, final_url=url)
         started = time.monotonic()
         try:
-            await asyncio.wait_for(self._follow(result, headers or {}, accept_any_type, max_bytes or self.options.max_page_bytes), self.options.page_timeout)
+            await asyncio.wait_for(self._follow(client or self.client, result, headers or {}, accept_any_type,
+                                                max_bytes or self.options.max_page_bytes), self.options.page_timeout)
         except asyncio.TimeoutError:
             result.error_kind, result.error = "timeout", f"page took longer than {self.options.page_timeout:g}s"
         except Exception as exc:  # network trouble becomes data; anything unexpected is re-raised by _classify_error
@@ -191,7 +205,7 @@ class Fetcher:
         result.seconds = time.monotonic() - started
         return result
 
-    async def _follow(self, result: Fetch, headers: dict, accept_any_type: bool, max_bytes: int) -> None:
+    async def _follow(self, client: httpx.AsyncClient, result: Fetch, headers: dict, accept_any_type: bool, max_bytes: int) -> None:
         url = result.url
         seen = {url}
         for hop in range(self.options.max_redirects + 1):
@@ -200,7 +214,7 @@ class Fetcher:
             except UnsafeTarget as exc:
                 result.error_kind, result.error = ("bad_url" if hop == 0 else "unsafe"), str(exc)
                 return
-            async with self.client.stream("GET", url, headers=headers) as resp:
+            async with client.stream("GET", url, headers=headers) as resp:
                 result.final_url = url
                 result.status = resp.status_code
                 if resp.is_redirect and "location" in resp.headers:
