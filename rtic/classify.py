@@ -65,11 +65,16 @@ def classify_register(
     taxonomy_path: str | Path | None = None,
     batch_size: int = 512,
     progress=print,
+    store_path: str | Path | None = None,
 ) -> ClassifyResult:
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
     register = read_register(register_path)
+    if "text" not in register.columns and store_path is not None:
+        from rtic.crawl.document import attach_documents  # text from the crawl store, with a reason where there is none
+
+        register = attach_documents(register, store_path)
     require_columns(register, ["text"], register_path, "register")
     ref = registry.resolve(model_uri, settings)
     model = registry.load(ref, settings)
@@ -85,6 +90,9 @@ def classify_register(
     texts = register["text"].fillna("").astype(str)
     has_text = texts.str.strip() != ""
     exceptions = register.loc[~has_text, ["firm_id", "line"]].assign(reason="no text", detail="register row has an empty text column")
+    if "text_reason" in register.columns:
+        exceptions["reason"] = register.loc[~has_text, "text_reason"].replace("", "no text").to_numpy()
+        exceptions["detail"] = f"crawl store {store_path}"
     todo = register[has_text]
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     progress(f"classifying {len(todo)} firms with {ref.name} v{ref.version} (taxonomy {model_taxonomy}); {len(exceptions)} without text")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rtic.config import MODEL_NAME, Settings
@@ -62,7 +63,8 @@ def cmd_classify(args) -> int:
 
     settings = Settings.from_env()
     quiet = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet)
+    result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
+                               store_path=getattr(args, "store", None))
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
     print(f"model {result.model.name} version {result.model.version}; labels written to {result.labels_path}")
     print("firms per sector:")
@@ -180,6 +182,82 @@ def cmd_clusters_report(args) -> int:
     return 0
 
 
+# -- crawl / extract -----------------------------------------------------------------------------
+def cmd_crawl(args) -> int:
+    from rtic.crawl.crawler import CrawlOptions, crawl, parse_duration
+    from rtic.crawl.fetch import FetchOptions
+
+    fetch = FetchOptions(connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, page_timeout=args.page_timeout,
+                         max_page_bytes=args.max_page_bytes, allow_private=args.allow_private)
+    options = CrawlOptions(concurrency=args.concurrency, delay=args.delay, max_crawl_delay=args.max_crawl_delay, max_pages=args.max_pages,
+                           max_site_bytes=args.max_site_bytes, retries=args.retries, backoff=args.backoff, contact_url=args.contact,
+                           recrawl_after=parse_duration(args.recrawl_after) if args.recrawl_after else None, workers=args.workers,
+                           fetch=fetch)
+    quiet = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    s = crawl(args.register, args.store, options, progress_out=quiet)
+    rate = s.pages / s.seconds if s.seconds else 0.0
+    print(f"{s.sites} sites: {s.crawled} crawled now, {s.skipped} already done; {s.pages} pages in {s.seconds:.1f}s ({rate:.1f} pages/s)")
+    print("verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=lambda kv: -kv[1])) or "none"))
+    print("errors: " + (", ".join(f"{k} {v}" for k, v in sorted(s.errors.items(), key=lambda kv: -kv[1])) or "none"))
+    print(f"store: {s.store}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from pathlib import Path
+
+    from rtic.crawl.extract import extract
+
+    path = Path(args.page)
+    if not path.is_file():
+        raise RticError(f"page not found: {path}")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        data = gzip.decompress(data)
+    result = extract(data, url=args.url)
+    print(result.text if args.main_only else result.document())
+    return 0
+
+
+def add_crawl_parsers(sub) -> None:
+    p = sub.add_parser("crawl", help="fetch each firm's website into a crawl store (polite, resumable)",
+                       description="Crawl the home page and up to --max-pages chosen pages of every firm's website (register column "
+                       "'website') into a SQLite crawl store. Polite: one request at a time per host, --delay seconds apart, robots.txt "
+                       "obeyed (Crawl-delay honoured up to --max-crawl-delay). Safe: private, loopback, link-local, multicast and "
+                       "reserved addresses refused after DNS and on every redirect; page and site size caps. Resumable: kill it and "
+                       "run the same command again; finished sites and fetched pages are kept.")
+    p.add_argument("register", help="register CSV or Parquet with firm_id and website (name, postcode, company_number used for matching)")
+    p.add_argument("--store", required=True, help="SQLite crawl store to create or continue")
+    p.add_argument("--concurrency", type=int, default=32, help="sites crawled at once (default 32)")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one host (default 1)")
+    p.add_argument("--max-crawl-delay", type=float, default=30.0, help="cap on a robots.txt Crawl-delay, seconds (default 30)")
+    p.add_argument("--max-pages", type=int, default=8, help="pages per site besides the home page (default 8)")
+    p.add_argument("--max-page-bytes", type=int, default=3_000_000, help="largest page body after decompression (default 3 MB)")
+    p.add_argument("--max-site-bytes", type=int, default=15_000_000, help="stop a site after this many bytes (default 15 MB)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    p.add_argument("--read-timeout", type=float, default=20.0, help="seconds without data (default 20)")
+    p.add_argument("--page-timeout", type=float, default=45.0, help="seconds for a whole page (default 45)")
+    p.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx and connection errors (default 2)")
+    p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubling with jitter (default 1)")
+    p.add_argument("--recrawl-after", help="refetch sites finished longer ago than this (e.g. 30d), with conditional requests")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="processes extracting text from pages, beside the fetching loop (default: cores, at most 4; 0: none)")
+    p.add_argument("--contact", default="https://github.com/rtic/rtic", help="contact URL named in the User-Agent")
+    p.add_argument("--allow-private", action="store_true", help="allow private/loopback addresses (tests and local farms only)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_crawl)
+
+    p = sub.add_parser("extract", help="print the main text extracted from one saved HTML page",
+                       description="Extract one saved page (HTML, or .html.gz) as the crawler does: title, meta description, "
+                       "JSON-LD descriptions and main-content blocks, one per line.")
+    p.add_argument("page", help="saved HTML file")
+    p.add_argument("--url", help="the page's URL (for relative links)")
+    p.add_argument("--main-only", action="store_true", help="main-content blocks only (what the extraction benchmark scores)")
+    p.set_defaults(func=cmd_extract)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtic",
@@ -219,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
     p.add_argument("--taxonomy", help="refuse to run unless the model was trained on this taxonomy file's version")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--store", help="crawl store (from `rtic crawl`) to read firm text from when the register has no text column")
     p.set_defaults(func=cmd_classify)
 
     clusters = sub.add_parser("clusters", help="sector specialisation by area, spatial clusters, collaboration communities, report",
@@ -294,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     typology_args(p)
     p.add_argument("--out", required=True, help="folder to write the report into")
     p.set_defaults(func=cmd_clusters_report)
+    add_crawl_parsers(sub)
     return parser
 
 

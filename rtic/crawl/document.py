@@ -1,0 +1,74 @@
+"""From a firm's crawled pages to the one document the classifier reads.
+
+Home page first, then the other pages in crawl order; blocks repeated across a site's pages
+(templates: taglines, contact strips, cookie text that slipped through) are dropped; each page's
+span in the text is kept as provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from rtic.crawl.store import Store
+
+UNUSABLE = {"dead": "site dead", "parked": "site parked", "blocked": "blocked by robots.txt"}
+
+
+def site_document(pages: list[dict]) -> tuple[str, list[dict]]:
+    """Join a site's page texts (home first) without template blocks; returns text and per-page provenance."""
+    pages = sorted(pages, key=lambda p: (p.get("seq") or 0))
+    per_page = [[b.strip() for b in (p.get("text") or "").split("\n") if b.strip()] for p in pages]
+    seen_on = Counter(b for blocks in per_page for b in set(blocks))
+    repeated = {b for b, n in seen_on.items() if n >= 2} if len(pages) >= 3 else set()
+    parts, provenance, offset, emitted = [], [], 0, set()
+    for page, blocks in zip(pages, per_page):
+        kept = []
+        for i, b in enumerate(blocks):
+            # The home page keeps its title line even when every page repeats it; other repeats go.
+            if (b in repeated and not (page.get("seq") == 0 and i == 0)) or b in emitted:
+                continue
+            kept.append(b)
+            emitted.add(b)
+        if not kept:
+            continue
+        chunk = "\n".join(kept)
+        start = offset + (2 if parts else 0)
+        provenance.append({"url": page.get("final_url") or page.get("url"), "kind": page.get("kind"), "start": start, "end": start + len(chunk)})
+        parts.append(chunk)
+        offset = start + len(chunk)
+    return "\n\n".join(parts), provenance
+
+
+def firm_documents(store_path: str | Path, firm_ids) -> pd.DataFrame:
+    """One row per firm id: firm_id, text ('' when unusable), reason (why there is no text, else ''), pages (JSON provenance)."""
+    store = Store(store_path, create=False)
+    rows = []
+    try:
+        for firm_id in map(str, firm_ids):
+            site = store.site(firm_id)
+            if site is None or site["state"] != "done":
+                rows.append((firm_id, "", "not crawled", "[]"))
+                continue
+            if site["verdict"] in UNUSABLE:
+                detail = site["verdict_detail"] or site["error_kind"] or ""
+                rows.append((firm_id, "", f"{UNUSABLE[site['verdict']]}" + (f": {detail}" if detail else ""), "[]"))
+                continue
+            pages = [dict(p) for p in store.pages(firm_id) if p["status"] == 200 and p["text"]]
+            text, provenance = site_document(pages)
+            rows.append((firm_id, text, "" if text.strip() else "no text", json.dumps(provenance)))
+    finally:
+        store.close()
+    return pd.DataFrame(rows, columns=["firm_id", "text", "reason", "pages"])
+
+
+def attach_documents(register: pd.DataFrame, store_path: str | Path) -> pd.DataFrame:
+    """The register with `text` (and `text_reason`) filled from the crawl store: the hook `rtic classify --store` uses."""
+    docs = firm_documents(store_path, register["firm_id"].astype(str))
+    out = register.copy()
+    out["text"] = docs["text"].to_numpy()
+    out["text_reason"] = docs["reason"].to_numpy()
+    return out

@@ -1,0 +1,60 @@
+"""From crawled pages to firm documents, and `rtic classify --store` reading them (real crawl of a local farm)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from rtic.config import DEFAULT_SEED_LABELS
+from rtic.crawl.crawler import CrawlOptions, crawl
+from rtic.crawl.document import firm_documents, site_document
+from rtic.crawl.fetch import FetchOptions
+from sitefarm import Farm, Route, page
+
+ABOUT = ("We develop machine learning software that predicts equipment failures for factories, using sensor data and "
+         "computer vision to schedule maintenance before breakdowns happen.")
+TAGLINE = "Smart maintenance for modern factories."
+
+
+def test_site_document_drops_template_blocks_and_keeps_provenance():
+    pages = [
+        {"url": "u/", "final_url": "u/", "kind": "home", "seq": 0, "text": f"Acme\n{TAGLINE}\nHome intro about predictive maintenance."},
+        {"url": "u/about", "kind": "about", "seq": 1, "text": f"About Acme\n{TAGLINE}\n{ABOUT}"},
+        {"url": "u/services", "kind": "services", "seq": 2, "text": f"Services\n{TAGLINE}\nVibration analysis and thermal imaging."},
+    ]
+    text, provenance = site_document(pages)
+    assert text.startswith("Acme\nHome intro")  # home first; the tagline is on every page: template, dropped
+    assert TAGLINE not in text and ABOUT in text
+    assert [p["kind"] for p in provenance] == ["home", "about", "services"]
+    for p in provenance:
+        assert text[p["start"] : p["end"]].split("\n")[0] in {"Acme", "About Acme", "Services"}
+
+
+def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
+    if not DEFAULT_SEED_LABELS.exists():
+        pytest.skip("training/seed_labels.csv not in this checkout: no model to classify with")
+    request.getfixturevalue("trained")
+    with Farm() as farm:
+        good = farm.add({"/": page("Acme Predict", f"<h1>Acme Predict</h1><p>{ABOUT}</p><a href='/about-us'>About</a>"),
+                         "/about-us": page("About", f"<p>{ABOUT} Founded in Leeds in 2019 by two engineers.</p>")})
+        parked = farm.add({"/": page("for sale", "<p>This domain is for sale. Buy this domain today.</p>")})
+        register = tmp_path / "register.csv"
+        pd.DataFrame({"firm_id": ["G", "P", "N"], "website": [good.url, parked.url, ""], "name": ["Acme Predict Ltd", "", ""]}).to_csv(register, index=False)
+        store = tmp_path / "crawl.db"
+        crawl(register, store, CrawlOptions(delay=0.0, fetch=FetchOptions(allow_private=True)))
+
+    docs = firm_documents(store, ["G", "P", "N", "MISSING"]).set_index("firm_id")
+    assert ABOUT in docs.loc["G", "text"] and docs.loc["G", "reason"] == ""
+    assert [p["kind"] for p in json.loads(docs.loc["G", "pages"])] == ["home", "about"]
+    assert docs.loc["P", "text"] == "" and docs.loc["P", "reason"].startswith("site parked")
+    assert docs.loc["N", "reason"].startswith("site dead") and docs.loc["MISSING", "reason"] == "not crawled"
+
+    out = tmp_path / "labels.parquet"
+    res = run_cli("classify", str(register), "--out", str(out), "--store", str(store), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert set(pd.read_parquet(out)["firm_id"]) == {"G"}
+    exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str).set_index("firm_id")
+    assert exceptions.loc["P", "reason"].startswith("site parked") and exceptions.loc["N", "reason"].startswith("site dead")
