@@ -30,3 +30,12 @@ def review_labels(trained, settings, review_register, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("review_labels") / "labels.parquet"
     classify_register(review_register, out, settings, progress=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def review_explainer(settings, review_labels):
+    """The model that made the labels, loaded once in this process (loading torch is the slow part)."""
+    from rtic.explain import ModelExplainer
+
+    first = pd.read_parquet(review_labels).iloc[0]
+    return ModelExplainer(settings, f"models:/{first['model_name']}/{first['model_version']}")

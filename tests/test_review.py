@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from review_fixtures import EXAMPLE, review_labels, review_register  # noqa: F401 (fixtures)
+from review_fixtures import review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
 from rtic.errors import RticError
 from rtic.review.index import IndexSources, LabelsIndex, build_index, ensure_index
 from rtic.review.store import ReviewStore, publish
@@ -127,7 +127,7 @@ def test_index_refuses_a_file_that_is_not_labels(tmp_path):
 
 
 # -- explain ------------------------------------------------------------------------------------
-def test_explain_cli_report_and_json(review_labels, review_register, rtic_home, trained, mini_labels):
+def test_explain_cli_json(review_labels, review_register, rtic_home, trained, mini_labels):
     res = run_cli("explain", "EX003", "--labels", str(review_labels), "--register", str(review_register), "--json", home=rtic_home)
     assert res.returncode == 0, res.stderr
     ex = json.loads(res.stdout)
@@ -145,25 +145,24 @@ def test_explain_cli_report_and_json(review_labels, review_register, rtic_home, 
         for s in ev["sentences"]:
             assert text[s["start"]:s["end"]] == s["text"]
         assert ev["neighbours"] and {n["firm_id"] for n in ev["neighbours"]} <= train_ids
-    report = run_cli("explain", "EX003", "--labels", str(review_labels), "--register", str(review_register), home=rtic_home)
-    assert report.returncode == 0, report.stderr
-    assert "probability  threshold" in report.stdout and "nearest labelled training firms" in report.stdout
 
 
-def test_sentence_support_is_the_registered_models_score(review_labels, review_register, settings):
-    from rtic.explain import ModelExplainer, explain
+def test_sentence_support_is_the_registered_models_score(review_labels, review_register, settings, review_explainer):
+    from rtic.explain import explain, format_explanation
 
-    labels = pd.read_parquet(review_labels)
-    first = labels.iloc[0]
-    explainer = ModelExplainer(settings, f"models:/{first['model_name']}/{first['model_version']}")
-    ex = explain("EX004", settings, labels=review_labels, register=review_register, explainer=explainer)
+    ex = explain("EX004", settings, labels=review_labels, register=review_register, explainer=review_explainer)
+    assert ex.evidence
     for ev in ex.evidence:
         top = ev.sentences[0]
-        alone = explainer.score([top.text])[0][explainer.sector_ids.index(ev.sector_id)]
+        alone = review_explainer.score([top.text])[0][review_explainer.sector_ids.index(ev.sector_id)]
         assert alone == pytest.approx(top.probability, abs=1e-3)
+    report = format_explanation(ex)
+    assert "probability  threshold" in report and "nearest labelled training firms" in report and ex.evidence[0].sentences[0].text in report
 
 
-def test_explain_reads_the_crawl_store_when_the_register_has_no_text(review_labels, rtic_home, tmp_path):
+def test_explain_reads_the_crawl_store_when_the_register_has_no_text(review_labels, settings, review_explainer, tmp_path):
+    from rtic.explain import explain
+
     store = tmp_path / "crawl.db"
     conn = sqlite3.connect(store)
     conn.execute("CREATE TABLE pages (firm_id TEXT, final_url TEXT, status INTEGER, fetched_at TEXT, page_kind TEXT, text TEXT)")
@@ -174,9 +173,7 @@ def test_explain_reads_the_crawl_store_when_the_register_has_no_text(review_labe
     ])
     conn.commit()
     conn.close()
-    res = run_cli("explain", "EX004", "--labels", str(review_labels), "--store", str(store), "--json", home=rtic_home)
-    assert res.returncode == 0, res.stderr
-    ex = json.loads(res.stdout)
+    ex = explain("EX004", settings, labels=review_labels, store=store, explainer=review_explainer).to_dict()
     assert [p["url"] for p in ex["pages"]] == ["https://chargeloop.example/", "https://chargeloop.example/about"]
     assert ex["text_source"].startswith("crawl store") and ex["text_matches_labels"] is False
     assert any("changed since it was classified" in w for w in ex["warnings"])
