@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import pytest
 
-from review_fixtures import HOSTILE_ID, HOSTILE_TEXT, review_labels, review_register  # noqa: F401 (fixtures)
+from review_fixtures import HOSTILE_ID, review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -39,11 +39,12 @@ def request(url, data=None, headers=None):
 
 
 @pytest.fixture(scope="module")
-def server(settings, review_labels, review_register, tmp_path_factory):
+def server(settings, review_labels, review_register, review_explainer, tmp_path_factory):
     from rtic.review.app import build_app, make_server
 
     reviews = tmp_path_factory.mktemp("app_reviews") / "reviews.sqlite"
-    app = build_app(settings, review_labels, reviews, register=review_register, reviewer="alice", port=0, progress=lambda *_: None)
+    app = build_app(settings, review_labels, reviews, register=review_register, reviewer="alice", port=0,
+                    explainer=review_explainer, progress=lambda *_: None)
     httpd = make_server(app)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -84,8 +85,8 @@ def test_api_search_and_firm(server, review_labels):
     assert request(base + "/firm/NOPE")[0] == 404
 
 
-def decide_form(token, sector, decision="reject", reviewer="alice"):
-    return {"csrf": token, "sector_id": sector, "decision": decision, "reviewer": reviewer, "note": ""}
+def decide_form(token, sector, decision="reject", note=""):
+    return {"csrf": token, "action": f"{decision}:{sector}", "note": note}
 
 
 def test_post_needs_csrf_token_same_origin_and_our_host(server):
@@ -114,10 +115,12 @@ def test_bad_decisions_are_explained_not_stored(server):
     assert status == 303 and "error=" in headers["Location"]
     _, _, page = request(base + headers["Location"])
     assert "use &#x27;add&#x27;" in page
-    status, headers, _ = request(base + "/firm/EX005/decide", decide_form(token, unassigned, "add", reviewer=""))
-    assert status == 303  # falls back to the server's reviewer, alice
-    assert request(base + "/firm/EX005/decide", decide_form(token, "not_a_sector", "add"))[1]["Location"].count("error=") == 1
-    assert [(d.decision, d.reviewer) for d in app.store.history("EX005")] == [("add", "alice")]
+    assert "error=" in request(base + "/firm/EX005/decide", decide_form(token, "not_a_sector", "add"))[1]["Location"]
+    assert "error=" in request(base + "/firm/EX005/decide", decide_form(token, unassigned, "maybe"))[1]["Location"]
+    status, headers, _ = request(base + "/firm/EX005/decide", decide_form(token, unassigned, "add", note="sells <b>telecare</b>"))
+    assert status == 303 and headers["Location"] == "/firm/EX005"
+    assert [(d.decision, d.reviewer, d.note) for d in app.store.history("EX005")] == [("add", "alice", "sells <b>telecare</b>")]
+    assert "sells &lt;b&gt;telecare&lt;/b&gt;" in request(base + "/firm/EX005")[2]
 
 
 def test_crawled_markup_is_escaped(server):
@@ -160,12 +163,13 @@ def test_browser_search_open_decide_reload(server, page, tmp_path):
     assert page.locator("#text mark").count() >= 1  # evidence highlighted in the text
     firm = app.index.firm("EX004")
     sector = next(l.sector_id for l in firm.labels if l.model_assigned)
+    page.fill("#note", "charge-point operator")
     page.click(f"#confirm-{sector}")
     page.wait_for_url(re.compile(r"/firm/EX004$"))
     page.reload()
     row = page.locator(f"#label-{sector}")
     assert row.locator(".decision").inner_text() == "confirm"
-    assert "alice" in page.locator("#history").inner_text()
+    assert "alice" in page.locator("#history").inner_text() and "charge-point operator" in page.locator("#history").inner_text()
     shot = tmp_path / "firm_page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

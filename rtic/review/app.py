@@ -52,8 +52,7 @@ th,td{border-bottom:1px solid #dde1e6;padding:.35em .5em;text-align:left;vertica
 section{background:#fff;border:1px solid #dde1e6;border-radius:4px;padding:.6em 1em;margin:1em 0}
 .text{white-space:pre-wrap;max-height:28em;overflow:auto;border:1px solid #eee;padding:.5em}
 mark{background:#ffe27a;padding:0 .1em}mark.strong{background:#ffc400}
-.bar{display:inline-block;height:.7em;background:#6c8ebf;vertical-align:middle}
-.decide form{display:inline}.decide button{margin-right:.2em}
+.decide button{margin-right:.2em}
 .err{background:#fde8e8;border-color:#e0a0a0}
 .muted{color:#666;font-size:90%}
 """
@@ -174,31 +173,26 @@ class ReviewApp:
             body.append(f"<p class='flag'>not classified: {esc(record.not_classified)}</p>")
         body.append(f"<p class='muted'>model {esc(record.model_name)} version {esc(record.model_version)}, taxonomy {esc(record.taxonomy_version)};"
                     f" classified {esc(record.classified_at)}; text sha256 {esc((record.text_sha256 or '')[:12])}</p>")
-        body.append("<section><h2>Labels</h2><table id='labels'><tr><th>sector</th><th>probability</th><th>threshold</th><th>model</th>"
+        # One form for the table: each button names its decision and sector; the note goes with it.
+        body.append(f"<section><h2>Labels</h2><form method='post' action='/firm/{fid}/decide' id='decide'>"
+                    f"<input type='hidden' name='csrf' value='{self.csrf_token}'>"
+                    "<table id='labels'><tr><th>sector</th><th>probability</th><th>threshold</th><th>model</th>"
                     "<th>decision</th><th>published</th><th>review</th></tr>")
-        reviewer = esc(self.config.reviewer)
         for l in record.labels:
             p = "" if l.probability is None else f"{l.probability:.3f}"
             thr = "" if l.threshold is None else f"{l.threshold:.3f}"
-            buttons = []
-            for decision in DECISIONS:
-                if (decision == "confirm" and not l.model_assigned) or (decision == "add" and l.model_assigned):
-                    continue
-                buttons.append(
-                    f"<form method='post' action='/firm/{fid}/decide'><input type='hidden' name='csrf' value='{self.csrf_token}'>"
-                    f"<input type='hidden' name='sector_id' value='{esc(l.sector_id)}'><input type='hidden' name='decision' value='{decision}'>"
-                    f"<input type='hidden' name='reviewer' value='{reviewer}'><input type='hidden' name='note' value=''>"
-                    f"<button type='submit' name='button' value='{decision}-{esc(l.sector_id)}' id='{decision}-{esc(l.sector_id)}'>{decision}</button></form>")
-            flag = " <span class='flag'>near</span>" if l.near and l.decision is None else ""
+            buttons = [f"<button type='submit' name='action' value='{d}:{esc(l.sector_id)}' id='{d}-{esc(l.sector_id)}'>{d}</button>"
+                       for d in DECISIONS if not ((d == "confirm" and not l.model_assigned) or (d == "add" and l.model_assigned))]
+            flag = " <span class='flag'>near threshold</span>" if l.near and l.decision is None else ""
+            if l.decision is not None and l.assigned != l.model_assigned:
+                flag += " <span class='flag'>reviewer and model disagree</span>"
             link = f"<a href='/firm/{fid}?sector={quote(l.sector_id)}'>{esc(l.sector_id)}</a>" if l.sector_id in by_sector else esc(l.sector_id)
             body.append(f"<tr id='label-{esc(l.sector_id)}'><td>{link}{flag}</td><td>{p}</td><td>{thr}</td>"
                         f"<td class='{'yes' if l.model_assigned else 'no'}'>{'assigned' if l.model_assigned else '—'}</td>"
                         f"<td class='decision'>{esc(l.decision or '')}</td><td class='published {'yes' if l.assigned else 'no'}'>{'yes' if l.assigned else 'no'}</td>"
                         f"<td class='decide'>{''.join(buttons)}</td></tr>")
-        body.append("</table>")
-        if not self.config.reviewer:
-            body.append("<p class='err'>No reviewer name: start the app with <code>rtic review serve --reviewer NAME</code> to record decisions.</p>")
-        body.append("</section>")
+        body.append(f"</table><p><label>note <input name='note' id='note' size='60' maxlength='2000'></label> "
+                    f"<span class='muted'>deciding as {esc(self.config.reviewer) or '(no reviewer: start with --reviewer NAME)'}</span></p></form></section>")
         body.append(self._evidence_html(by_sector.get(shown), evidence, record.firm_id))
         body.append(f"<section><h2>Text</h2>{self._highlighted(text, by_sector.get(shown))}</section>")
         body.append(self._history_html(firm_id))
@@ -250,8 +244,8 @@ class ReviewApp:
         record = self.index.firm(firm_id)
         if record is None:
             raise RticError(f"unknown firm {firm_id}")
-        sector, decision = form.get("sector_id", ""), form.get("decision", "")
-        reviewer = (form.get("reviewer") or self.config.reviewer).strip()
+        decision, _, sector = form.get("action", "").partition(":")
+        reviewer = self.config.reviewer
         label = next((l for l in record.labels if l.sector_id == sector), None)
         if label is None and sector not in self.index.sector_ids():
             raise RticError(f"unknown sector {sector!r}")
@@ -377,15 +371,17 @@ def labels_model_uri(labels: Path) -> str | None:
 
 def build_app(settings, labels: str | Path, reviews: str | Path, register: str | Path | None = None, store: str | Path | None = None,
               reviewer: str = "", host: str = "127.0.0.1", port: int = 8765, use_model: bool = True,
-              index_path: str | Path | None = None, margin: float | None = None, progress=print) -> ReviewApp:
+              index_path: str | Path | None = None, margin: float | None = None, explainer=None, progress=print) -> ReviewApp:
     """Load the model (for evidence), build or reuse the labels index, and configure the app."""
     from rtic.review.index import DEFAULT_MARGIN, IndexSources, ensure_index
 
     labels = Path(labels)
     if not labels.is_file():
         raise RticError(f"labels file not found: {labels}")
-    explainer, note, thresholds = None, "evidence off (--no-model)", {}
-    if use_model:
+    note, thresholds = "evidence off (--no-model)", {}
+    if explainer is not None:
+        thresholds = {explainer.ref.version: explainer.thresholds}
+    elif use_model:
         uri = labels_model_uri(labels)
         try:
             from rtic.explain import ModelExplainer
