@@ -33,17 +33,21 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def publish_file(labels: str | Path, reviews: str | Path, out: str | Path) -> PublishResult:
-    out = Path(out)
-    if out.suffix.lower() not in {".parquet", ".pq", ".csv"}:
-        raise RticError(f"--out must be a .parquet or .csv file, got {out}")
-    df = read_labels_file(labels)
+def published_labels(labels: str | Path, reviews: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The labels file with the decisions in force applied, and those decisions."""
     store = ReviewStore(reviews)
     try:
         decisions = store.latest()
     finally:
         store.close()
-    published = publish(df, decisions)
+    return publish(read_labels_file(labels), decisions), decisions
+
+
+def publish_file(labels: str | Path, reviews: str | Path, out: str | Path) -> PublishResult:
+    out = Path(out)
+    if out.suffix.lower() not in {".parquet", ".pq", ".csv"}:
+        raise RticError(f"--out must be a .parquet or .csv file, got {out}")
+    published, decisions = published_labels(labels, reviews)
     write_atomically(published, out)
     has_model = published["probability"].notna()
     changed = int((published["assigned"].astype(bool) != published["model_assigned"].astype(bool)).sum())
@@ -65,15 +69,9 @@ def export_file(labels: str | Path, reviews: str | Path, out: str | Path, regist
     out = Path(out)
     if register is None and store is None:
         raise RticError("the firms' texts are needed: give --register FILE (with a text column) or --store crawl.db")
-    df = read_labels_file(labels)
-    rs = ReviewStore(reviews)
-    try:
-        decisions = rs.latest()
-    finally:
-        rs.close()
+    published, decisions = published_labels(labels, reviews)
     if not decisions:
         raise RticError(f"no review decisions in {reviews}: nothing to export")
-    published = publish(df, decisions)
     rows = register_rows(register) if register is not None else None
     firms = {d.firm_id for d in decisions.values()}
     texts = {f: firm_text(f, register=register, store=store, rows=rows).text for f in firms}
