@@ -7,6 +7,7 @@ register with names and texts, indexes them, records some review decisions, then
 
     .venv/bin/python scripts/bench_review.py                    # full scale: 1,000,000 firms
     .venv/bin/python scripts/bench_review.py --firms 100000     # quicker
+    .venv/bin/python scripts/bench_review.py --workdir /tmp/b --reuse   # time again without rebuilding
 """
 
 from __future__ import annotations
@@ -75,21 +76,28 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200, help="requests per kind (default 200)")
     ap.add_argument("--decisions", type=int, default=20_000, help="review decisions recorded before timing")
     ap.add_argument("--workdir", help="keep the synthetic files here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the index already in --workdir (skip generating and indexing)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory() if not args.workdir else None
     folder = Path(args.workdir or tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
 
-    t0 = time.perf_counter()
-    labels, register = synthetic(args.firms, folder)
-    t1 = time.perf_counter()
-    print(f"synthetic labels: {args.firms:,} firms x {len(SECTORS)} sectors = {args.firms * len(SECTORS):,} rows in {t1 - t0:.0f} s")
-    index = build_index(IndexSources(labels, register), folder / "labels.review-index.sqlite", progress=lambda *_: None)
-    t2 = time.perf_counter()
-    print(f"index built in {t2 - t1:.0f} s ({index.stat().st_size / 1e6:,.0f} MB)")
+    index = folder / "labels.review-index.sqlite"
+    if args.reuse and index.is_file():
+        print(f"reusing {index} ({index.stat().st_size / 1e6:,.0f} MB)")
+    else:
+        t0 = time.perf_counter()
+        labels, register = synthetic(args.firms, folder)
+        t1 = time.perf_counter()
+        print(f"synthetic labels: {args.firms:,} firms x {len(SECTORS)} sectors = {args.firms * len(SECTORS):,} rows in {t1 - t0:.0f} s")
+        build_index(IndexSources(labels, register), index, progress=lambda *_: None)
+        print(f"index built in {time.perf_counter() - t1:.0f} s ({index.stat().st_size / 1e6:,.0f} MB)")
 
     rng = random.Random(1)
     reviews = folder / "reviews.sqlite"
+    reviews.unlink(missing_ok=True)
+    for extra in ("-wal", "-shm"):
+        Path(str(reviews) + extra).unlink(missing_ok=True)
     store = ReviewStore(reviews)
     with store.conn:  # bulk: one transaction
         store.conn.executemany(
@@ -103,9 +111,6 @@ def main() -> int:
 
     def firm_url():
         return f"{base}/firm/{quote(f'F{rng.randrange(args.firms):07d}')}"
-
-    def search(**params):
-        return lambda: f"{base}/?{urlencode(params() if callable(params) else params)}"
 
     kinds = {
         "firm page": firm_url,

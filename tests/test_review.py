@@ -88,6 +88,7 @@ def test_index_firm_record_with_inferred_threshold(small_index):
 def test_index_search_by_id_name_sector_and_review(small_index, tmp_path):
     idx, _, _ = small_index
     assert [r.firm_id for r in idx.search(q="f00")] == [f"F00{i}" for i in range(10)]
+    assert [r.firm_id for r in idx.search(q="f0", after="F005", limit=3)] == ["F006", "F007", "F008"]
     assert [r.firm_id for r in idx.search(q="orbit")] == ["F007"]
     in_ai = [r.firm_id for r in idx.search(sector="ai_data", limit=100)]
     assert in_ai == [f"F{i:03d}" for i in range(15, 30)]

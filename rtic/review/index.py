@@ -264,6 +264,7 @@ class LabelsIndex:
 
         ReviewStore(reviews_path).close()  # creates the schema when the database is new
         self.conn = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, check_same_thread=False)
+        self.conn.execute("PRAGMA mmap_size = 4294967296")  # read the index through the page cache, no copies
         self.conn.execute("ATTACH DATABASE ? AS r", (str(reviews_path),))
         self.margin = float(self.conn.execute("SELECT value FROM meta WHERE key = 'margin'").fetchone()[0])
 
@@ -273,12 +274,12 @@ class LabelsIndex:
     def sector_ids(self) -> list[str]:
         return json.loads(self.conn.execute("SELECT value FROM meta WHERE key = 'sectors'").fetchone()[0])
 
-    def firm(self, firm_id: str) -> FirmRecord | None:
+    def firm(self, firm_id: str, with_text: bool = True) -> FirmRecord | None:
         row = self.conn.execute("SELECT firm_id, name, model_name, model_version, taxonomy_version, text_sha256, classified_at, not_classified"
                                 " FROM firms WHERE firm_id = ?", (firm_id,)).fetchone()
         if row is None:
             return None
-        text = self.conn.execute("SELECT text FROM texts WHERE firm_id = ?", (firm_id,)).fetchone()
+        text = self.conn.execute("SELECT text FROM texts WHERE firm_id = ?", (firm_id,)).fetchone() if with_text else None
         labels = []
         for sector, p, assigned, thr, near, decision in self.conn.execute(
             "SELECT l.sector_id, l.probability, l.assigned, t.threshold, n.firm_id IS NOT NULL,"
@@ -328,8 +329,10 @@ class LabelsIndex:
         if q:
             params["fts"] = fts_query(q)
             # Id prefix as typed, upper- and lower-cased: ranges on the primary key, not a scan.
+            # One lower bound (the prefix or the page start, whichever is later), so that SQLite
+            # cannot pick the wrong one and range over the whole table.
             for i, variant in enumerate(dict.fromkeys([q, q.upper(), q.lower()])):
-                params.update({f"lo{i}": variant, f"hi{i}": variant + "\uffff"})
+                params.update({f"lo{i}": max(variant, after + "\0") if after else variant, f"hi{i}": variant + "\uffff"})
                 sources.append(("firms x", f"x.firm_id >= :lo{i} AND x.firm_id < :hi{i}"))
             if params["fts"]:
                 sources.append(("firms x", f"x.rid IN (SELECT rowid FROM names_fts WHERE names_fts MATCH :fts LIMIT {MAX_NAME_MATCHES})"))
@@ -345,14 +348,14 @@ class LabelsIndex:
             sources.append(("firms x", "1"))
         found: set[str] = set()
         for table, own in sources:
-            where = " AND ".join(["x.firm_id > :after", own, *conds])
+            where = " AND ".join([own if ":lo" in own else f"x.firm_id > :after AND {own}", *conds])
             sql = f"SELECT DISTINCT x.firm_id FROM {table} WHERE {where} ORDER BY x.firm_id LIMIT :n"
             found.update(r[0] for r in self.conn.execute(sql, params))
         ids = sorted(found)[:limit]
         return [self._row(fid) for fid in ids]
 
     def _row(self, firm_id: str) -> SearchRow:
-        record = self.firm(firm_id)
+        record = self.firm(firm_id, with_text=False)
         reasons = []
         for l in record.labels:
             if l.near and l.decision is None:
