@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import html
 import json
+import queue
 import secrets
 import threading
 from dataclasses import asdict, dataclass, field
@@ -82,22 +83,36 @@ class ReviewApp:
         self.config = config
         self.csrf_token = hmac.new(config.secret, b"rtic-review-csrf", hashlib.sha256).hexdigest()
         self._local = threading.local()
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
         self._model_lock = threading.Lock()
         self._evidence_cache: dict[tuple[str, str], list] = {}
         self.allowed_hosts: set[str] = set()
 
-    # -- per-thread connections -------------------------------------------------------------
+    # -- connections ---------------------------------------------------------------------------
+    # The server runs each connection in a new thread; SQLite's page cache lives in the connection,
+    # so connections are pooled and lent to a thread for one request rather than opened per thread.
+    def checkout(self) -> None:
+        try:
+            self._local.conns = self._pool.get_nowait()
+        except queue.Empty:
+            self._local.conns = (LabelsIndex(self.config.index_path, self.config.reviews_path), ReviewStore(self.config.reviews_path))
+
+    def checkin(self) -> None:
+        conns, self._local.conns = getattr(self._local, "conns", None), None
+        if conns is not None:
+            self._pool.put(conns)
+
     @property
     def index(self) -> LabelsIndex:
-        if getattr(self._local, "index", None) is None:
-            self._local.index = LabelsIndex(self.config.index_path, self.config.reviews_path)
-        return self._local.index
+        if getattr(self._local, "conns", None) is None:
+            self.checkout()
+        return self._local.conns[0]
 
     @property
     def store(self) -> ReviewStore:
-        if getattr(self._local, "store", None) is None:
-            self._local.store = ReviewStore(self.config.reviews_path)
-        return self._local.store
+        if getattr(self._local, "conns", None) is None:
+            self.checkout()
+        return self._local.conns[1]
 
     # -- evidence ----------------------------------------------------------------------------
     def firm_text(self, record: FirmRecord) -> str:
@@ -267,6 +282,13 @@ class Handler(BaseHTTPRequestHandler):
     app: ReviewApp  # set on the subclass made by make_server
     server_version = "rtic-review"
     sys_version = ""
+
+    def handle(self):
+        self.app.checkout()
+        try:
+            super().handle()
+        finally:
+            self.app.checkin()
 
     def log_message(self, fmt, *args):  # quiet: one line per request would drown the terminal
         pass
