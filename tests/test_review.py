@@ -228,3 +228,13 @@ def test_review_cli_decide_publish_export(review_labels, review_register, rtic_h
 
 def test_serve_requires_a_reviewer(review_labels, rtic_home):
     assert_one_line_error(run_cli("review", "serve", "--labels", str(review_labels), "--reviewer", " ", home=rtic_home), "reviewer")
+
+
+def test_explain_without_labels_scores_the_text_now(review_labels, review_register, settings, review_explainer):
+    from rtic.explain import explain
+
+    ex = explain("EX003", settings, register=review_register, explainer=review_explainer)
+    assert ex.labels_source == "scored now" and ex.model_version == review_explainer.ref.version
+    stored = pd.read_parquet(review_labels).query("firm_id == 'EX003'").set_index("sector_id")["probability"].to_dict()
+    # Same model, same text: equal up to the float noise of embedding one text alone instead of in a batch.
+    assert {s["sector_id"]: s["probability"] for s in ex.sectors} == pytest.approx(stored, abs=0.01)

@@ -82,6 +82,8 @@ def test_api_search_and_firm(server, review_labels):
     assert status == 200 and len(firm["labels"]) == 9 and firm["model_version"] == labels["model_version"].iloc[0]
     assert firm["evidence"] and all(s["text"] in firm["text"] for ev in firm["evidence"] for s in ev["sentences"])
     assert request(base + "/api/firm/NOPE")[0] == 404
+    _, _, body = request(base + "/api/firm/EX018")  # no text in the register: listed with rtic classify's reason
+    assert json.loads(body)["not_classified"] == "no text" and json.loads(body)["labels"] == []
     assert request(base + "/firm/NOPE")[0] == 404
 
 
