@@ -147,6 +147,7 @@ def main() -> int:
         for name, urls in (("firm page + evidence, first view", firms), ("firm page + evidence, cached", firms)):
             ms = np.array([timed(u) for u in urls])
             p50, p95 = np.percentile(ms, 50), np.percentile(ms, 95)
+            worst = max(worst, p95)
             print(f"{name:<34}{p50:>9.1f}{p95:>9.1f}{ms.max():>9.1f}{p95 / BUDGET_MS:>12.2f}")
     print(f"\nworst p95 {worst:.1f} ms = {worst / BUDGET_MS:.2f} x the {BUDGET_MS:.0f} ms budget")
     server.shutdown()
