@@ -58,3 +58,13 @@ def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
     assert set(pd.read_parquet(out)["firm_id"]) == {"G"}
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str).set_index("firm_id")
     assert exceptions.loc["P", "reason"].startswith("site parked") and exceptions.loc["N", "reason"].startswith("site dead")
+
+    # A reviewer sees exactly the document that was scored, with the pages it came from.
+    from rtic.encoder import text_sha256
+    from rtic.firm_text import firm_text
+
+    shown = firm_text("G", store=store)
+    assert shown.text == docs.loc["G", "text"]
+    assert text_sha256(shown.text) == pd.read_parquet(out)["text_sha256"].iloc[0]
+    assert [p.kind for p in shown.pages] == ["home", "about"] and all(p.fetched_at for p in shown.pages)
+    assert firm_text("P", store=store).text == ""

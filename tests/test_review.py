@@ -1,0 +1,240 @@
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from review_fixtures import review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
+from rtic.errors import RticError
+from rtic.review.index import IndexSources, LabelsIndex, build_index, ensure_index
+from rtic.review.store import ReviewStore, publish
+
+
+def assert_one_line_error(res, *needles):
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# -- store --------------------------------------------------------------------------------------
+def test_decisions_are_append_only(tmp_path):
+    store = ReviewStore(tmp_path / "r.sqlite")
+    first = store.record("F1", "clean_growth", "confirm", "alice", note="heat pumps", model_version="3")
+    second = store.record("F1", "clean_growth", "reject", "bob", note="only sells boilers", model_version="3")
+    assert [d.decision for d in store.history("F1")] == ["confirm", "reject"]
+    assert store.latest("F1")[("F1", "clean_growth")].id == second.id
+    for sql in ("UPDATE decisions SET decision = 'add'", "DELETE FROM decisions"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            with store.conn:
+                store.conn.execute(sql)
+    assert [d.id for d in store.history("F1")] == [first.id, second.id]
+    with pytest.raises(RticError, match="reviewer"):
+        store.record("F1", "clean_growth", "confirm", "  ")
+    with pytest.raises(RticError, match="decision must be"):
+        store.record("F1", "clean_growth", "maybe", "alice")
+
+
+def labels_frame(rows):
+    df = pd.DataFrame(rows, columns=["firm_id", "sector_id", "probability", "assigned"])
+    return df.assign(model_name="m", model_version="7", taxonomy_version="t1", text_sha256="0" * 64, classified_at="2026-11-01T00:00:00+00:00")
+
+
+def test_publish_applies_latest_decisions_and_keeps_extra_ones(tmp_path):
+    labels = labels_frame([("A", "ai_data", 0.9, True), ("A", "fintech", 0.2, False), ("B", "ai_data", 0.55, True)])
+    store = ReviewStore(tmp_path / "r.sqlite")
+    store.record("A", "ai_data", "reject", "alice")
+    store.record("A", "fintech", "add", "alice")
+    store.record("B", "ai_data", "reject", "alice")
+    store.record("B", "ai_data", "confirm", "bob")  # supersedes the reject
+    store.record("C", "space", "add", "bob")  # a firm the labels file lacks
+    pub = publish(labels, store.latest()).set_index(["firm_id", "sector_id"])
+    assert not pub.loc[("A", "ai_data"), "assigned"] and pub.loc[("A", "ai_data"), "model_assigned"]
+    assert pub.loc[("A", "fintech"), "assigned"] and pub.loc[("A", "fintech"), "source"] == "review"
+    assert pub.loc[("B", "ai_data"), "assigned"] and pub.loc[("B", "ai_data"), "reviewer"] == "bob"
+    assert pub.loc[("C", "space"), "assigned"] and pd.isna(pub.loc[("C", "space"), "probability"])
+    assert len(pub) == 4
+
+
+# -- index --------------------------------------------------------------------------------------
+@pytest.fixture
+def small_index(tmp_path):
+    rows = []
+    for i in range(30):
+        p_ai = i / 30
+        rows += [(f"F{i:03d}", "ai_data", p_ai, p_ai >= 0.5), (f"F{i:03d}", "space", 0.05, False)]
+    labels = tmp_path / "labels.parquet"
+    labels_frame(rows).to_parquet(labels)
+    register = tmp_path / "register.csv"
+    names = ["Orbital Data Ltd" if i == 7 else f"Firm Number {i}" for i in range(30)] + ["Unclassified Co"]
+    pd.DataFrame({"firm_id": [f"F{i:03d}" for i in range(31)], "name": names, "text": [f"text {i}" for i in range(31)]}).to_csv(register, index=False)
+    index = build_index(IndexSources(labels, register, margin=0.05), tmp_path / "idx.sqlite", progress=lambda *_: None)
+    return LabelsIndex(index, tmp_path / "reviews.sqlite"), labels, register
+
+
+def test_index_firm_record_with_inferred_threshold(small_index):
+    idx, _, _ = small_index
+    firm = idx.firm("F015")
+    assert firm.text == "text 15" and firm.model_version == "7"
+    ai = next(l for l in firm.labels if l.sector_id == "ai_data")
+    # Highest unassigned 14/30, lowest assigned 15/30: the inferred cut lies between them.
+    assert 14 / 30 < ai.threshold <= 15 / 30 and ai.model_assigned and ai.near
+    assert idx.firm("nope") is None
+    assert idx.firm("F030").labels == []  # in the register, not classified: still found
+
+
+def test_index_search_by_id_name_sector_and_review(small_index, tmp_path):
+    idx, _, _ = small_index
+    assert [r.firm_id for r in idx.search(q="f00")] == [f"F00{i}" for i in range(10)]
+    assert [r.firm_id for r in idx.search(q="f0", after="F005", limit=3)] == ["F006", "F007", "F008"]
+    assert [r.firm_id for r in idx.search(q="orbit")] == ["F007"]
+    in_ai = [r.firm_id for r in idx.search(sector="ai_data", limit=100)]
+    assert in_ai == [f"F{i:03d}" for i in range(15, 30)]
+    assert [r.firm_id for r in idx.search(sector="ai_data", limit=5, after="F020")] == ["F021", "F022", "F023", "F024", "F025"]
+    near = {r.firm_id for r in idx.search(review="near", limit=100)}
+    assert near == {f"F{i:03d}" for i in range(30) if abs(i / 30 - (14.5 / 30)) <= 0.05}
+    # A decision that agrees with the model clears "near"; one that disagrees is flagged.
+    store = ReviewStore(tmp_path / "reviews.sqlite")
+    store.record("F014", "ai_data", "reject", "alice")  # model: not assigned, agrees
+    store.record("F015", "ai_data", "reject", "alice")  # model: assigned, disagrees
+    store.record("F003", "ai_data", "add", "alice")
+    near_after = {r.firm_id for r in idx.search(review="near", limit=100)}
+    assert near_after == near - {"F014", "F015"}
+    assert [r.firm_id for r in idx.search(review="disagree")] == ["F003", "F015"]
+    in_ai = {r.firm_id for r in idx.search(sector="ai_data", limit=100)}
+    assert "F003" in in_ai and "F015" not in in_ai
+    assert "ai_data: reviewer and model disagree" in idx.search(q="F015")[0].reasons
+
+
+def test_index_is_rebuilt_only_when_sources_change(small_index, tmp_path):
+    _, labels, register = small_index
+    sources = IndexSources(labels, register)
+    path = ensure_index(sources, tmp_path / "auto.sqlite", progress=lambda *_: None)
+    built = path.stat().st_mtime_ns
+    assert ensure_index(sources, path, progress=lambda *_: None).stat().st_mtime_ns == built
+    labels_frame([("Z", "ai_data", 0.9, True)]).to_parquet(labels)
+    ensure_index(IndexSources(labels, register), path, progress=lambda *_: None)
+    assert LabelsIndex(path, tmp_path / "rv.sqlite").firm("Z") is not None
+
+
+def test_index_refuses_a_file_that_is_not_labels(tmp_path):
+    bad = tmp_path / "x.parquet"
+    pd.DataFrame({"firm_id": ["1"]}).to_parquet(bad)
+    with pytest.raises(RticError, match="no column"):
+        build_index(IndexSources(bad), tmp_path / "i.sqlite", progress=lambda *_: None)
+    assert not (tmp_path / "i.sqlite").exists()
+
+
+# -- explain ------------------------------------------------------------------------------------
+def test_explain_cli_json(review_labels, review_register, rtic_home, trained, mini_labels):
+    res = run_cli("explain", "EX003", "--labels", str(review_labels), "--register", str(review_register), "--json", home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    ex = json.loads(res.stdout)
+    assert ex["model_version"] == trained.version and ex["text_matches_labels"] is True
+    labels = pd.read_parquet(review_labels)
+    mine = labels[labels["firm_id"] == "EX003"].set_index("sector_id")
+    assert {s["sector_id"]: s["probability"] for s in ex["sectors"]} == pytest.approx(mine["probability"].to_dict(), abs=1e-4)
+    assert ex["evidence"], "a heat-pump installer has an assigned or near-miss sector"
+    text = pd.read_csv(review_register, dtype=str).set_index("firm_id").loc["EX003", "text"]
+    train_ids = set(pd.read_csv(mini_labels, dtype=str)["firm_id"])
+    for ev in ex["evidence"]:
+        assert ev["assigned"] == bool(mine.loc[ev["sector_id"], "assigned"])
+        probs = [s["probability"] for s in ev["sentences"]]
+        assert probs == sorted(probs, reverse=True)
+        for s in ev["sentences"]:
+            assert text[s["start"]:s["end"]] == s["text"]
+        assert ev["neighbours"] and {n["firm_id"] for n in ev["neighbours"]} <= train_ids
+
+
+def test_sentence_support_is_the_registered_models_score(review_labels, review_register, settings, review_explainer):
+    from rtic.explain import explain, format_explanation
+
+    ex = explain("EX004", settings, labels=review_labels, register=review_register, explainer=review_explainer)
+    assert ex.evidence
+    for ev in ex.evidence:
+        top = ev.sentences[0]
+        alone = review_explainer.score([top.text])[0][review_explainer.sector_ids.index(ev.sector_id)]
+        assert alone == pytest.approx(top.probability, abs=1e-3)
+    report = format_explanation(ex)
+    assert "probability  threshold" in report and "nearest labelled training firms" in report and ex.evidence[0].sentences[0].text in report
+
+
+def test_explain_reads_the_crawl_store_when_the_register_has_no_text(review_labels, settings, review_explainer, tmp_path):
+    from rtic.explain import explain
+
+    store = tmp_path / "crawl.db"
+    conn = sqlite3.connect(store)
+    conn.execute("CREATE TABLE pages (firm_id TEXT, final_url TEXT, status INTEGER, fetched_at TEXT, page_kind TEXT, text TEXT)")
+    conn.executemany("INSERT INTO pages VALUES (?,?,?,?,?,?)", [
+        ("EX004", "https://chargeloop.example/about", 200, "2026-11-02T10:00:00Z", "about", "We run rapid EV charging hubs at retail parks."),
+        ("EX004", "https://chargeloop.example/", 200, "2026-11-02T09:59:00Z", "home", "ChargeLoop licenses charge-point management software to councils."),
+        ("EX004", "https://chargeloop.example/missing", 404, "2026-11-02T10:01:00Z", "other", "Not found"),
+    ])
+    conn.commit()
+    conn.close()
+    ex = explain("EX004", settings, labels=review_labels, store=store, explainer=review_explainer).to_dict()
+    assert [p["url"] for p in ex["pages"]] == ["https://chargeloop.example/", "https://chargeloop.example/about"]
+    assert ex["text_source"].startswith("crawl store") and ex["text_matches_labels"] is False
+    assert any("changed since it was classified" in w for w in ex["warnings"])
+
+
+def test_explain_user_errors(review_labels, review_register, rtic_home, tmp_path):
+    assert_one_line_error(run_cli("explain", "EX003", "--labels", str(review_labels), home=rtic_home), "--register")
+    assert_one_line_error(run_cli("explain", "NOPE", "--labels", str(review_labels), "--register", str(review_register), home=rtic_home), "NOPE", "not in labels")
+    assert_one_line_error(run_cli("explain", "EX003", "--labels", str(tmp_path / "x.parquet"), "--register", str(review_register), home=rtic_home), "not found")
+    bad = tmp_path / "bad.db"
+    bad.write_text("not sqlite")
+    assert_one_line_error(run_cli("explain", "EX003", "--labels", str(review_labels), "--store", str(bad), home=rtic_home), "crawl store")
+
+
+# -- review CLI -----------------------------------------------------------------------------------
+def test_review_cli_decide_publish_export(review_labels, review_register, rtic_home, tmp_path):
+    reviews = str(tmp_path / "reviews.sqlite")
+    labels = pd.read_parquet(review_labels)
+    assigned = labels[labels["assigned"]].iloc[0]
+    unassigned = labels[~labels["assigned"] & (labels["firm_id"] == assigned["firm_id"])].iloc[0]
+    firm = assigned["firm_id"]
+    common = ["--labels", str(review_labels), "--reviews", reviews]
+    res = run_cli("review", "decide", firm, assigned["sector_id"], "reject", "--reviewer", "alice", "--note", "wrong", *common, home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    res = run_cli("review", "decide", firm, unassigned["sector_id"], "add", "--reviewer", "bob", *common, home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert_one_line_error(run_cli("review", "decide", firm, unassigned["sector_id"], "confirm", "--reviewer", "bob", *common, home=rtic_home), "use 'add'")
+    history = run_cli("review", "history", firm, "--reviews", reviews, home=rtic_home)
+    assert "alice" in history.stdout and "bob" in history.stdout and assigned["model_version"] in history.stdout
+
+    out = tmp_path / "published.parquet"
+    res = run_cli("review", "publish", *common, "--out", str(out), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    pub = pd.read_parquet(out).set_index(["firm_id", "sector_id"])
+    assert len(pub) == len(labels) and "2 labels changed by review" in res.stdout
+    assert not pub.loc[(firm, assigned["sector_id"]), "assigned"] and pub.loc[(firm, unassigned["sector_id"]), "assigned"]
+
+    export = tmp_path / "reviewed.csv"
+    res = run_cli("review", "export", *common, "--register", str(review_register), "--out", str(export), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    rows = pd.read_csv(export, dtype=str, keep_default_na=False)
+    assert list(rows.columns[:3]) == ["firm_id", "text", "sectors"] and list(rows["firm_id"]) == [firm]
+    sectors = set(rows.iloc[0]["sectors"].split("|"))
+    assert unassigned["sector_id"] in sectors and assigned["sector_id"] not in sectors
+    # The export is a valid training file for the project's own reader.
+    from rtic.labels import read_labels
+    from rtic.taxonomy import load_taxonomy
+
+    assert read_labels(export, load_taxonomy()).firm_ids == [firm]
+
+
+def test_serve_requires_a_reviewer(review_labels, rtic_home):
+    assert_one_line_error(run_cli("review", "serve", "--labels", str(review_labels), "--reviewer", " ", home=rtic_home), "reviewer")
+
+
+def test_explain_without_labels_scores_the_text_now(review_labels, review_register, settings, review_explainer):
+    from rtic.explain import explain
+
+    ex = explain("EX003", settings, register=review_register, explainer=review_explainer)
+    assert ex.labels_source == "scored now" and ex.model_version == review_explainer.ref.version
+    stored = pd.read_parquet(review_labels).query("firm_id == 'EX003'").set_index("sector_id")["probability"].to_dict()
+    # Same model, same text: equal up to the float noise of embedding one text alone instead of in a batch.
+    assert {s["sector_id"]: s["probability"] for s in ex.sectors} == pytest.approx(stored, abs=0.01)
