@@ -164,16 +164,19 @@ def test_sentence_support_is_the_registered_models_score(review_labels, review_r
 def test_explain_reads_the_crawl_store_when_the_register_has_no_text(review_labels, settings, review_explainer, tmp_path):
     from rtic.explain import explain
 
+    from rtic.crawl.store import Store
+
     store = tmp_path / "crawl.db"
-    conn = sqlite3.connect(store)
-    conn.execute("CREATE TABLE pages (firm_id TEXT, final_url TEXT, status INTEGER, fetched_at TEXT, page_kind TEXT, text TEXT)")
-    conn.executemany("INSERT INTO pages VALUES (?,?,?,?,?,?)", [
-        ("EX004", "https://chargeloop.example/about", 200, "2026-11-02T10:00:00Z", "about", "We run rapid EV charging hubs at retail parks."),
-        ("EX004", "https://chargeloop.example/", 200, "2026-11-02T09:59:00Z", "home", "ChargeLoop licenses charge-point management software to councils."),
-        ("EX004", "https://chargeloop.example/missing", 404, "2026-11-02T10:01:00Z", "other", "Not found"),
-    ])
-    conn.commit()
-    conn.close()
+    crawl = Store(store)  # the crawler's own store, filled as a crawl would
+    crawl.add_sites([("EX004", "chargeloop.example", "https://chargeloop.example/")])
+    crawl.start_site("EX004", "chargeloop.example", "https://chargeloop.example/", None)
+    crawl.save_page("EX004", "https://chargeloop.example/about", final_url="https://chargeloop.example/about", seq=1, status=200,
+                    kind="about", text="We run rapid EV charging hubs at retail parks.")
+    crawl.save_page("EX004", "https://chargeloop.example/", final_url="https://chargeloop.example/", seq=0, status=200,
+                    kind="home", text="ChargeLoop licenses charge-point management software to councils.")
+    crawl.save_page("EX004", "https://chargeloop.example/missing", seq=2, status=404, kind="other", text="Not found")
+    crawl.finish_site("EX004", verdict="ok")
+    crawl.close()
     ex = explain("EX004", settings, labels=review_labels, store=store, explainer=review_explainer).to_dict()
     assert [p["url"] for p in ex["pages"]] == ["https://chargeloop.example/", "https://chargeloop.example/about"]
     assert ex["text_source"].startswith("crawl store") and ex["text_matches_labels"] is False
