@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
         print(f"{args.name}@champion already exists in {settings.resolved_tracking_uri}; not retraining (drop --if-missing to train anyway)")
         return 0
     result = train(settings, labels_path=args.labels, taxonomy_path=args.taxonomy, name=args.name, features=args.features, C=args.C,
-                   seed=args.seed, cv=args.cv, ignore_unknown=args.ignore_unknown)
+                   seed=args.seed, cv=args.cv, ignore_unknown=args.ignore_unknown, description_prior=args.description_prior)
     report = result.report.set_index("sector_id")
     if result.cv_folds:
         print(f"\n{result.cv_folds}-fold cross-validation (each fold tunes its thresholds on its own training folds):")
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed for the folds (default 0)")
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds for the reported metrics; 0 skips it (default 5)")
     p.add_argument("--ignore-unknown", action="store_true", help="drop sector ids the taxonomy does not know instead of refusing")
+    p.add_argument("--description-prior", action="store_true",
+                   help="also learn from each sector's description and key phrases (helps sectors with few seed firms)")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the registry already has a champion")
     p.set_defaults(func=cmd_train)
 

@@ -122,3 +122,13 @@ def sample_few_shot(Y: np.ndarray, candidates: np.ndarray, k: int, n_none: int, 
     none = candidates[Y[candidates].sum(axis=1) == 0]
     chosen += list(rng.permutation(none)[:n_none])
     return np.array(sorted(set(chosen)))
+
+
+def description_rows(taxonomy) -> tuple[list[str], np.ndarray]:
+    """Each sector's description and its key phrases as extra positive examples."""
+    texts, rows = [], []
+    for j, s in enumerate(taxonomy.sectors):
+        for text in [s.description, f"{s.name}: " + ", ".join(s.include)] if s.include else [s.description]:
+            texts.append(text)
+            rows.append(np.eye(len(taxonomy.sectors), dtype=int)[j])
+    return texts, np.array(rows)

@@ -29,6 +29,7 @@ from rtic.evaluation import (
     sector_report,
     stratified_folds,
 )
+from rtic.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy, load_taxonomy
 
@@ -88,12 +89,14 @@ def expected_shares(taxonomy: Taxonomy) -> dict[str, float | None]:
 
 
 def cross_validate(firms: LabelledFirms, make_classifier: Callable[[], SectorClassifier], k: int = 5, seed: int = 0,
-                   expected_share: dict | None = None, progress=print) -> CVResult:
+                   expected_share: dict | None = None, progress=print, extra: tuple[list[str], np.ndarray] | None = None) -> CVResult:
     """k-fold cross-validation, stratified over sectors; a firm is in exactly one test fold.
 
     Each fold's classifier tunes its own calibration and thresholds inside its training folds, so the
-    held-out fold is never seen before it is scored: these figures are honest estimates.
+    held-out fold is never seen before it is scored: these figures are honest estimates. `extra` texts
+    and labels (e.g. sector descriptions) are added to every fold's training data, never scored.
     """
+    extra_texts, extra_Y = extra if extra is not None else ([], np.zeros((0, firms.Y.shape[1]), dtype=int))
     Y = firms.Y
     folds = stratified_folds(Y, k, seed=seed, groups=firms.firm_ids)
     k = int(folds.max()) + 1
@@ -102,7 +105,7 @@ def cross_validate(firms: LabelledFirms, make_classifier: Callable[[], SectorCla
     texts = np.array(firms.texts, dtype=object)
     for fold in range(k):
         test, train = folds == fold, folds != fold
-        clf = make_classifier().fit(list(texts[train]), Y[train])
+        clf = make_classifier().fit(list(texts[train]) + list(extra_texts), np.vstack([Y[train], extra_Y]))
         proba[test] = clf.predict_proba(list(texts[test]))
         assigned[test] = proba[test] >= clf.thresholds_
         progress(f"  fold {fold + 1}/{k}: {int(test.sum())} firms held out")
@@ -150,6 +153,7 @@ def train(
     seed: int = 0,
     cv: int = 5,
     ignore_unknown: bool = False,
+    description_prior: bool = False,
     progress=print,
 ) -> TrainResult:
     """Cross-validate (cv folds; 0 skips it), fit on every labelled firm, log and register the model."""
@@ -173,21 +177,25 @@ def train(
     def make_classifier() -> SectorClassifier:
         return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
 
+    # Description prior: each sector's description and key phrases as extra positive examples, which
+    # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
+    extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
     result_cv = None
     if cv >= 2:
         progress(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
-        result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, progress=progress)
+        result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, progress=progress, extra=extra)
     progress(f"fitting the final model on all {len(firms.texts)} firms …")
-    classifier = make_classifier().fit(firms.texts, firms.Y)
+    classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
     for w in classifier.warnings_:
         progress(f"warning: {w}")
     # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
-    oof_assigned = classifier.oof_proba_ >= classifier.thresholds_
-    oof_report = sector_report(firms.Y, oof_assigned, classifier.oof_proba_, taxonomy.sector_ids, shares)
+    oof_proba = classifier.oof_proba_[: len(firms.texts)]
+    oof_assigned = oof_proba >= classifier.thresholds_
+    oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
     if result_cv is not None:
         report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
     else:
-        report, proba, assigned, prefix = oof_report, classifier.oof_proba_, oof_assigned, "oof_"
+        report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
     report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
 
     with mlflow.start_run(run_name=f"train {labels_path.name}") as run, tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +203,7 @@ def train(
         mlflow.log_params({
             "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
-            "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv,
+            "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
         })
         # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
         metrics = {**report_metrics(oof_report, prefix="oof_"), **report_metrics(report, prefix=prefix), **report_metrics(report)}

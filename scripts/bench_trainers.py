@@ -14,6 +14,7 @@
 
 Usage (full scale, about 10 minutes on 2 cores once embeddings are cached):
   .venv/bin/python scripts/bench_trainers.py --fewshot 8 16 32 64
+Contrastive fine-tuning (SetFit-style) at one k, timed:  --skip-cv --setfit-k 8
 Reduced: --skip-cv, --limit N (first N firms), --repeats 1.
 """
 
@@ -33,7 +34,7 @@ from rtic.classifier import SectorClassifier
 from rtic.config import Settings
 from rtic.encoder import Encoder
 from rtic.evaluation import macro_over, sector_report, stratified_folds
-from rtic.fewshot import sample_few_shot
+from rtic.fewshot import description_rows, sample_few_shot
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import load_taxonomy
 from rtic.training import cross_validate, expected_shares
@@ -104,16 +105,6 @@ def side_by_side(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, s
         print(f"rtic trainer / {base['method']}: macro-F1 (>= {MIN_SUPPORT}) ratio {summary.iloc[-1][column] / base[column]:.3f}")
 
 
-def description_rows(taxonomy) -> tuple[list[str], np.ndarray]:
-    """Each sector's description and its key phrases as extra positive examples."""
-    texts, rows = [], []
-    for j, s in enumerate(taxonomy.sectors):
-        for text in [s.description, f"{s.name}: " + ", ".join(s.include)] if s.include else [s.description]:
-            texts.append(text)
-            rows.append(np.eye(len(taxonomy.sectors), dtype=int)[j])
-    return texts, np.array(rows)
-
-
 def fewshot_curve(firms: LabelledFirms, taxonomy, encoder: Encoder, shots: list[int], repeats: int, seed: int) -> None:
     texts, Y = np.array(firms.texts, dtype=object), firms.Y
     folds = stratified_folds(Y, 5, seed=seed, groups=firms.firm_ids)
@@ -149,6 +140,69 @@ def fewshot_curve(firms: LabelledFirms, taxonomy, encoder: Encoder, shots: list[
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
+def contrastive_fine_tune(texts: list[str], Y: np.ndarray, iterations: int, seed: int, batch_size: int = 16):
+    """SetFit-style: fine-tune MiniLM so that firms sharing a sector embed close (cosine-similarity loss on
+    pairs: per firm and iteration, one partner sharing a sector and one sharing none). Returns the model."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rtic.encoder import bundled_model_dir
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
+    key = [tuple(row) for row in Y]
+    pairs = []
+    for _ in range(iterations):
+        for i in range(len(texts)):
+            same = [m for m in range(len(texts)) if m != i and ((Y[m] & Y[i]).any() or (key[m] == key[i]))]
+            other = [m for m in range(len(texts)) if not (Y[m] & Y[i]).any() and key[m] != key[i]]
+            if same:
+                pairs.append((i, int(rng.choice(same)), 1.0))
+            if other:
+                pairs.append((i, int(rng.choice(other)), 0.0))
+    order = rng.permutation(len(pairs))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    model.train()
+    for start in range(0, len(order), batch_size):
+        batch = [pairs[p] for p in order[start : start + batch_size]]
+        left = model(model.tokenize([texts[a] for a, _, _ in batch]))["sentence_embedding"]
+        right = model(model.tokenize([texts[b] for _, b, _ in batch]))["sentence_embedding"]
+        target = torch.tensor([t for _, _, t in batch], dtype=left.dtype)
+        loss = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(left, right), target)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
+    return model, len(pairs)
+
+
+def setfit_comparison(firms: LabelledFirms, encoder: Encoder, k: int, iterations: int, seed: int) -> None:
+    """Contrastive fine-tuning vs frozen embeddings, both + logistic regression, on one k-shot sample."""
+    texts, Y = np.array(firms.texts, dtype=object), firms.Y
+    folds = stratified_folds(Y, 5, seed=seed, groups=firms.firm_ids)
+    test, pool = np.flatnonzero(folds == 0), np.flatnonzero(folds != 0)
+    chosen = sample_few_shot(Y, pool, k=k, n_none=4 * k, seed=seed + k)
+    big = Y.sum(0) >= MIN_SUPPORT
+    results = {}
+    start = time.perf_counter()
+    model, n_pairs = contrastive_fine_tune(list(texts[chosen]), Y[chosen], iterations, seed)
+    tune_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    tuned_train = model.encode(list(texts[chosen]), normalize_embeddings=True, batch_size=32)
+    tuned_test = model.encode(list(texts[test]), normalize_embeddings=True, batch_size=32)
+    embed_seconds = time.perf_counter() - start
+    for name, (train_X, test_X) in {"frozen MiniLM + LR": (encoder.encode(list(texts[chosen])), encoder.encode(list(texts[test]))),
+                                    "contrastive fine-tuned MiniLM + LR": (tuned_train, tuned_test)}.items():
+        assigned, proba = logistic_baseline(train_X, Y[chosen], test_X, C=1.0)
+        report = sector_report(Y[test], assigned, proba, firms.sector_ids)
+        results[name] = (report.iloc[: len(big)].loc[big, "f1"].mean(), report.iloc[: len(big)].loc[big, "pr_auc"].mean())
+    print(f"\nSetFit-style contrastive fine-tuning, k={k} per sector ({len(chosen)} firms, {n_pairs} pairs, {iterations} iterations), "
+          f"CPU threads {__import__('torch').get_num_threads()}: fine-tuning {tune_seconds:.0f}s, re-embedding {len(chosen) + len(test)} texts {embed_seconds:.0f}s")
+    for name, (f1, ap) in results.items():
+        print(f"  {name:<38} macro_f1 (>={MIN_SUPPORT}) {f1:.3f}  macro_pr_auc {ap:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -158,6 +212,8 @@ def main() -> int:
     parser.add_argument("--fewshot", type=int, nargs="*", default=[], help="seed firms per sector, e.g. 8 16 32 64")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, help="use only the first N firms (reduced scale)")
+    parser.add_argument("--setfit-k", type=int, help="also time and score SetFit-style contrastive fine-tuning at this k")
+    parser.add_argument("--setfit-iterations", type=int, default=20, help="pair-generation iterations for --setfit-k (default 20)")
     args = parser.parse_args()
     if not args.data.exists():
         print(f"shared data not found: {args.data}", file=sys.stderr)
@@ -175,6 +231,8 @@ def main() -> int:
         side_by_side(firms, encoder, expected_shares(taxonomy), args.folds, args.seed)
     if args.fewshot:
         fewshot_curve(firms, taxonomy, encoder, args.fewshot, args.repeats, args.seed)
+    if args.setfit_k:
+        setfit_comparison(firms, encoder, args.setfit_k, args.setfit_iterations, args.seed)
     return 0
 
 

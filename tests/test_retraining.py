@@ -236,7 +236,8 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     # The old taxonomy no longer accepts the labels; the new one trains a model that knows the sector.
     with pytest.raises(RticError, match="quantum"):
         read_labels(labels, old)
-    model = train(settings, labels_path=labels, taxonomy_path=result.taxonomy_path, name="rtic-quantum-test", cv=0, **QUIET)
+    model = train(settings, labels_path=labels, taxonomy_path=result.taxonomy_path, name="rtic-quantum-test", cv=0,
+                  description_prior=True, **QUIET)
     assert model.taxonomy_version == new.version
     pyfunc = registry.load(registry.resolve("models:/rtic-quantum-test/1", settings), settings)
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",
