@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
                    "firms near a threshold with the transformer (builds models/static/ on first use)")
     p.add_argument("--fast-margin", type=float, help="fast path: re-score a firm when any sector's probability is within this of its "
-                   "threshold (default 0.2)")
+                   "threshold (default 0.1; larger: closer to the transformer, slower)")
     p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
                    "run the same registered model through mlflow.pyfunc.spark_udf")
     p.add_argument("--spark-master", help="Spark master URL for --engine spark (default: local[*], or what spark-submit set)")
