@@ -182,7 +182,8 @@ def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, 
 def _prepare_parts(parts: Path, identity: dict, restart: bool) -> tuple[dict, bool]:
     """Start or resume a run in `parts`; a run with other arguments is refused unless restart."""
     run_file = parts / "run.json"
-    if run_file.exists() and not restart:
+    finished = (parts / "manifest.json").exists()  # a finished run is simply replaced by a new one
+    if run_file.exists() and not restart and not finished:
         state = json.loads(run_file.read_text())
         if state["identity"] == identity:
             return state, True

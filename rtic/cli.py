@@ -63,6 +63,8 @@ def cmd_classify(args) -> int:
     if args.engine == "spark":
         from rtic.spark import classify_spark
 
+        if args.fast or args.since or args.restart:
+            raise RticError("--fast, --since and --restart work with the local engine only (Spark runs the registered model on every firm)")
         result = classify_spark(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
                                 master=args.spark_master, progress=quiet)
     else:

@@ -73,7 +73,7 @@ else:
     from rtic.classify import classify_register
     margin = {{"fast": None, "static": 0.0}}.get(mode)
     ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
-    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_margin=margin,
+    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_margin=margin, restart=True,
                           progress=lambda m: ready.append(time.monotonic()) if not ready else None)
     extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t}}
     t = ready[0]
