@@ -126,7 +126,11 @@ def test_since_rescores_only_changed_firms(trained, settings, tmp_path):
     assert (june.n_input, june.n_classified, june.n_carried) == (31, 31, 29)
     labels = pd.read_parquet(june.labels_path)
     changed = {"F00003", "NEW1"}
-    assert set(labels.loc[labels["classified_at"] != labels.loc[labels["firm_id"] == "F00000", "classified_at"].iloc[0], "firm_id"]) == changed
+    # Unchanged firms are the May rows exactly (May's timestamp included); the changed ones are new rows.
+    before = pd.read_parquet(may.labels_path)
+    keep = lambda df: df[~df["firm_id"].isin(changed)].sort_values(["firm_id", "sector_id"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(keep(labels), keep(before))
+    assert set(labels.loc[labels["firm_id"] == "F00003", "text_sha256"]).isdisjoint(before.loc[before["firm_id"] == "F00003", "text_sha256"])
     full = classify_register(tmp_path / "june.csv", tmp_path / "june_full.parquet", settings, chunk_rows=8, progress=QUIET)
     pd.testing.assert_frame_equal(comparable(labels), comparable(pd.read_parquet(full.labels_path)))
 
