@@ -1,10 +1,25 @@
-"""Classify a register with a registered model and write firm labels (long form, one row per firm × sector)."""
+"""Classify a register with a registered model and write firm labels (long form, one row per firm × sector).
+
+The register is streamed in chunks of raw records. Each chunk's labels and exceptions are written as
+Parquet parts under `OUT.parts/` as soon as they are scored, with a small JSON of counts written last as
+the chunk's commit mark; a killed run re-run with the same arguments skips committed chunks and carries
+on. At the end the parts are merged (streamed, bounded memory) into the single long-form labels Parquet
+at OUT, the exceptions CSV beside it, and `OUT.parts/manifest.json` describing the whole run.
+
+Where firm text comes from is a `TextSource`: today the register's own `text` column; a crawl store
+can supply the same interface (texts for some firms, reasons for the others).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Protocol
 
 import pandas as pd
 
@@ -13,12 +28,15 @@ from rtic.config import Settings
 from rtic.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
-from rtic.register import read_register
-from rtic.tables import require_columns, write_atomically
+from rtic.register import estimate_rows, register_columns, stream_register
+from rtic.tables import write_atomically
 from rtic.taxonomy import load_taxonomy
 
 LABEL_COLUMNS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
+# Added beside the contract: which scorer produced the row ("transformer", or "static" on the fast path).
+OUTPUT_COLUMNS = LABEL_COLUMNS + ["scored_by"]
 EXCEPTION_COLUMNS = ["firm_id", "line", "reason", "detail"]
+RUN_FORMAT = 1
 
 
 @dataclass
@@ -30,16 +48,88 @@ class ClassifyResult:
     n_exceptions: int
     firms_per_sector: dict[str, int]
     model: registry.ModelRef
+    n_carried: int = 0  # unchanged since the previous output, copied from it (--since)
+    n_escalated: int = 0  # fast path: firms re-scored by the transformer
+    exceptions_by_reason: dict[str, int] = field(default_factory=dict)
+    manifest_path: Path | None = None
+    resumed_chunks: int = 0
 
 
 def exceptions_path_for(out: Path) -> Path:
     return out.with_name(out.name.split(".")[0] + ".exceptions.csv")
 
 
+def parts_dir_for(out: Path) -> Path:
+    return out.with_name(out.name.split(".")[0] + ".parts")
+
+
+# -- where firm text comes from ------------------------------------------------------------------
+class TextSource(Protocol):
+    """Supplies firm text for a chunk of register rows: (firm_id, line, text) rows, and exception rows."""
+
+    required_columns: list[str]
+
+    def describe(self) -> str: ...
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
+class RegisterText:
+    """Text already collected in the register's `text` column."""
+
+    required_columns = ["text"]
+
+    def describe(self) -> str:
+        return "register column 'text'"
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        text = rows["text"].fillna("").astype(str)
+        empty = text.str.strip() == ""
+        if "website" in rows.columns:
+            no_site = empty & (rows["website"].fillna("").astype(str).str.strip() == "")
+        else:
+            no_site = pd.Series(False, index=rows.index)
+        reason = no_site.map({True: "no website", False: "no text"})
+        detail = no_site.map({True: "register row has no website and no text", False: "register row has an empty text column"})
+        exceptions = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "reason": reason, "detail": detail})[empty]
+        good = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "text": text})[~empty]
+        return good.reset_index(drop=True), exceptions.reset_index(drop=True)
+
+
+class CrawlStoreText:
+    """Each firm's document from a crawl store (`rtic crawl`): home page first, template blocks removed.
+
+    Firms whose site is dead, parked or blocked, or that were never crawled, become exceptions with
+    that reason.
+    """
+
+    required_columns: list[str] = []
+
+    def __init__(self, store_path: str | Path):
+        self.store_path = Path(store_path)
+        if not self.store_path.is_file():
+            raise RticError(f"crawl store not found: {self.store_path} (run `rtic crawl REGISTER --store {self.store_path}` first)")
+
+    def describe(self) -> str:
+        return f"crawl store {self.store_path}"
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from rtic.crawl.document import firm_documents
+
+        docs = firm_documents(self.store_path, rows["firm_id"].astype(str))
+        empty = (docs["text"].str.strip() == "").to_numpy()
+        frame = pd.DataFrame({"firm_id": rows["firm_id"].to_numpy(), "line": rows["line"].to_numpy(), "text": docs["text"].to_numpy()})
+        exceptions = pd.DataFrame({"firm_id": frame["firm_id"], "line": frame["line"],
+                                   "reason": docs["reason"].replace("", "no text").to_numpy(), "detail": self.describe()})[empty]
+        return frame[~empty].reset_index(drop=True), exceptions.reset_index(drop=True)
+
+
+# -- scoring ----------------------------------------------------------------------------------------
 def to_long(predictions: pd.DataFrame, texts: pd.Series, sector_ids: list[str], model: registry.ModelRef, taxonomy_version: str, when: str) -> pd.DataFrame:
-    """Wide pyfunc output → the long firm-labels contract."""
+    """Wide pyfunc output → the long firm-labels contract (plus `scored_by`)."""
     parts = []
     hashes = texts.map(text_sha256).to_numpy()
+    scored_by = predictions["scored_by"].to_numpy() if "scored_by" in predictions.columns else "transformer"
     for sector in sector_ids:
         parts.append(pd.DataFrame({
             "firm_id": predictions["firm_id"].to_numpy(),
@@ -47,6 +137,7 @@ def to_long(predictions: pd.DataFrame, texts: pd.Series, sector_ids: list[str], 
             "probability": predictions[probability_column(sector)].astype(float).to_numpy(),
             "assigned": predictions[assigned_column(sector)].astype(bool).to_numpy(),
             "text_sha256": hashes,
+            "scored_by": scored_by,
         }))
     long = pd.concat(parts, ignore_index=True)
     long["model_name"] = model.name
@@ -54,7 +145,86 @@ def to_long(predictions: pd.DataFrame, texts: pd.Series, sector_ids: list[str], 
     long["taxonomy_version"] = taxonomy_version
     long["classified_at"] = when
     long = long.sort_values(["firm_id", "sector_id"], kind="stable").reset_index(drop=True)
-    return long[LABEL_COLUMNS]
+    return long[OUTPUT_COLUMNS]
+
+
+def predict_guarded(predict: Callable[[pd.DataFrame], pd.DataFrame], frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score a chunk; if the chunk fails, score firm by firm so one bad firm becomes one 'error' row."""
+    try:
+        return predict(frame), pd.DataFrame(columns=EXCEPTION_COLUMNS)
+    except Exception:  # noqa: BLE001 - any model failure must be reported per firm, not end the run
+        good, errors = [], []
+        for i in range(len(frame)):
+            one = frame.iloc[i : i + 1].reset_index(drop=True)
+            try:
+                good.append(predict(one))
+            except Exception as exc:  # noqa: BLE001
+                errors.append({"firm_id": one["firm_id"][0], "line": one["line"][0], "reason": "error", "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+        preds = pd.concat(good, ignore_index=True) if good else None
+        return preds, pd.DataFrame(errors, columns=EXCEPTION_COLUMNS)
+
+
+@dataclass
+class Previous:
+    """Firm → (text hash, model version) of a previous output, for --since."""
+
+    path: Path
+    keys: pd.Series  # index firm_id, value "sha|version"
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Previous":
+        path = Path(path)
+        if not path.is_file():
+            raise RticError(f"--since output not found: {path}")
+        try:
+            prev = pd.read_parquet(path, columns=["firm_id", "text_sha256", "model_version"])
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise RticError(f"--since {path} is not a firm-labels Parquet: {str(exc).splitlines()[0]}") from None
+        prev = prev.drop_duplicates("firm_id")
+        keys = pd.Series((prev["text_sha256"].astype(str) + "|" + prev["model_version"].astype(str)).to_numpy(), index=prev["firm_id"].astype(str).to_numpy())
+        return cls(path, keys)
+
+    def unchanged(self, texts: pd.DataFrame, model_version: str) -> pd.Series:
+        now = texts["text"].map(text_sha256) + "|" + model_version
+        before = self.keys.reindex(texts["firm_id"].to_numpy()).to_numpy()
+        return pd.Series(now.to_numpy() == before, index=texts.index)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def _format_eta(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, engine_key: dict, since: Path | None, source: TextSource) -> dict:
+    stat = register_path.stat()
+    return {
+        "format": RUN_FORMAT, "register": str(register_path.resolve()), "register_size": stat.st_size, "register_mtime_ns": stat.st_mtime_ns,
+        "model_uri": ref.uri, "model_version": ref.version, "chunk_rows": chunk_rows, "scorer": engine_key,
+        "since": str(since.resolve()) if since else None, "text_source": source.describe(),
+    }
+
+
+def _prepare_parts(parts: Path, identity: dict, restart: bool) -> tuple[dict, bool]:
+    """Start or resume a run in `parts`; a run with other arguments is refused unless restart."""
+    run_file = parts / "run.json"
+    finished = (parts / "manifest.json").exists()  # a finished run is simply replaced by a new one
+    if run_file.exists() and not restart and not finished:
+        state = json.loads(run_file.read_text())
+        if state["identity"] == identity:
+            return state, True
+        changed = sorted(k for k in identity if state["identity"].get(k) != identity[k])
+        raise RticError(f"{parts} holds an unfinished run with different {', '.join(changed)}: re-run with the same arguments to resume, or add --restart")
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    state = {"identity": identity, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    tmp = run_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, run_file)
+    return state, False
 
 
 def classify_register(
@@ -65,17 +235,29 @@ def classify_register(
     taxonomy_path: str | Path | None = None,
     batch_size: int = 512,
     progress=print,
-    store_path: str | Path | None = None,
+    chunk_rows: int | None = None,
+    since: str | Path | None = None,
+    restart: bool = False,
+    fast: bool = False,
+    fast_margin: float | None = None,
+    source: TextSource | None = None,
 ) -> ClassifyResult:
+    """Stream `register_path` through the model into OUT (labels), OUT's .exceptions.csv and OUT.parts/.
+
+    `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
+    unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
+    with the static-embedding head first and re-scores near-threshold firms with the transformer.
+    """
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
-    register = read_register(register_path)
-    if "text" not in register.columns and store_path is not None:
-        from rtic.crawl.document import attach_documents  # text from the crawl store, with a reason where there is none
-
-        register = attach_documents(register, store_path)
-    require_columns(register, ["text"], register_path, "register")
+    register_path = Path(register_path)
+    source = source or RegisterText()
+    columns = register_columns(register_path)  # whole-file checks: exists, not empty, has firm_id
+    missing = [c for c in source.required_columns if c not in columns]
+    if missing:
+        raise RticError(f"register {register_path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(columns[:12])})")
+    previous = Previous.load(since) if since else None
     ref = registry.resolve(model_uri, settings)
     model = registry.load(ref, settings)
     model_taxonomy = registry.model_taxonomy_version(model) or ref.taxonomy_version
@@ -85,27 +267,166 @@ def classify_register(
         if taxonomy.version != model_taxonomy:
             raise RticError(f"model {ref.name} v{ref.version} was trained on taxonomy {model_taxonomy}, not {taxonomy.version} from {taxonomy_path}: retrain or pick another model")
 
-    register = register.reset_index(drop=True)
-    register["line"] = register.index + 2  # 1-based, after the header: what a user sees in an editor
-    texts = register["text"].fillna("").astype(str)
-    has_text = texts.str.strip() != ""
-    exceptions = register.loc[~has_text, ["firm_id", "line"]].assign(reason="no text", detail="register row has an empty text column")
-    if "text_reason" in register.columns:
-        exceptions["reason"] = register.loc[~has_text, "text_reason"].replace("", "no text").to_numpy()
-        exceptions["detail"] = f"crawl store {store_path}"
-    todo = register[has_text]
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    progress(f"classifying {len(todo)} firms with {ref.name} v{ref.version} (taxonomy {model_taxonomy}); {len(exceptions)} without text")
-    parts = []
-    for start in range(0, len(todo), batch_size):
-        chunk = todo.iloc[start : start + batch_size]
-        predictions = model.predict(chunk[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
-        parts.append(to_long(predictions, chunk["text"].reset_index(drop=True), sector_ids, ref, model_taxonomy, when))
-        progress(f"  {min(start + batch_size, len(todo))}/{len(todo)} firms")
-    labels = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LABEL_COLUMNS)
-    exceptions_path = exceptions_path_for(out_path)
-    write_atomically(exceptions[EXCEPTION_COLUMNS], exceptions_path)
-    write_atomically(labels, out_path)
+    def transformer(frame: pd.DataFrame) -> pd.DataFrame:
+        out = model.predict(frame[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
+        out["scored_by"] = "transformer"
+        return out
+
+    scorer, scorer_key = transformer, {"kind": "transformer"}
+    if fast:
+        from rtic.fastpath import DEFAULT_MARGIN, FastScorer
+
+        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=DEFAULT_MARGIN if fast_margin is None else fast_margin, progress=progress)
+        scorer, scorer_key = fast_scorer, fast_scorer.identity()
+
+    chunk_rows = int(chunk_rows or batch_size)
+    parts = parts_dir_for(out_path)
+    identity = _run_identity(register_path, ref, chunk_rows, scorer_key, Path(since) if since else None, source)
+    state, resumed = _prepare_parts(parts, identity, restart)
+    when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
+    total, exact = estimate_rows(register_path)
+    progress(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
+             f"(taxonomy {model_taxonomy}; {'fast path' if fast else 'transformer'}; chunks of {chunk_rows:,}; text from {source.describe()})"
+             + (f"; resuming from {parts}" if resumed else ""))
+
+    counts = {"records": 0, "classified": 0, "carried": 0, "escalated": 0, "exceptions": 0, "reasons": {}, "assigned": {s: 0 for s in sector_ids}}
+    started, fresh_records, resumed_chunks = time.monotonic(), 0, 0
+    for chunk in stream_register(register_path, chunk_rows):
+        mark = parts / f"chunk-{chunk.index:06d}.json"
+        if mark.exists():
+            done = json.loads(mark.read_text())
+            resumed_chunks += 1
+        else:
+            done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
+            fresh_records += chunk.records
+        _add_counts(counts, done)
+        elapsed = time.monotonic() - started
+        rate = fresh_records / elapsed if elapsed > 0 else 0.0
+        left = max(total - counts["records"], 0)
+        progress(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
+                 f"{rate:,.0f} firms/s, ETA {_format_eta(left / rate) if rate else '?'}"
+                 + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
+
+    labels_path, exceptions_path = _merge(parts, out_path, previous)
+    n_classified = counts["classified"] + counts["carried"]
+    if counts["records"] != n_classified + counts["exceptions"]:  # the run's own reconciliation
+        raise RuntimeError(f"counts do not reconcile: {counts}")
+    manifest = {
+        **state, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"uri": ref.uri, "name": ref.name, "version": ref.version, "taxonomy_version": model_taxonomy},
+        "counts": {"input_rows": counts["records"], "scored": counts["classified"], "carried_from_previous": counts["carried"],
+                   "escalated_to_transformer": counts["escalated"], "exceptions": counts["exceptions"], "exceptions_by_reason": counts["reasons"],
+                   "firms_per_sector": counts["assigned"]},
+        "outputs": {"labels": str(labels_path), "exceptions": str(exceptions_path)},
+        "parts": sorted(p.name for p in parts.glob("chunk-??????.parquet")),  # each with .exceptions/.carried/.json beside it
+    }
+    manifest_path = parts / "manifest.json"
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, manifest_path)
+    return ClassifyResult(labels_path, exceptions_path, counts["records"], n_classified, counts["exceptions"], counts["assigned"], ref,
+                          n_carried=counts["carried"], n_escalated=counts["escalated"], exceptions_by_reason=counts["reasons"],
+                          manifest_path=manifest_path, resumed_chunks=resumed_chunks)
+
+
+def _add_counts(counts: dict, done: dict) -> None:
+    for key in ("records", "classified", "carried", "escalated", "exceptions"):
+        counts[key] += done[key]
+    for key, value in done["reasons"].items():
+        counts["reasons"][key] = counts["reasons"].get(key, 0) + value
+    for key, value in done["assigned"].items():
+        counts["assigned"][key] = counts["assigned"].get(key, 0) + value
+
+
+def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previous | None, ref, model_taxonomy: str, sector_ids: list[str], when: str, fast: bool) -> dict:
+    """Score one chunk and commit it: labels part, exceptions part, carried ids, then the counts mark."""
+    texts, missing = source.texts(chunk.rows)
+    carried = pd.DataFrame({"firm_id": pd.Series([], dtype=str)})
+    if previous is not None and len(texts):
+        same = previous.unchanged(texts, ref.version)
+        carried = texts.loc[same, ["firm_id"]].reset_index(drop=True)
+        texts = texts[~same].reset_index(drop=True)
+    predictions, errors = predict_guarded(scorer, texts) if len(texts) else (None, pd.DataFrame(columns=EXCEPTION_COLUMNS))
+    if predictions is not None and len(predictions):
+        scored_texts = texts.set_index("firm_id").loc[predictions["firm_id"], "text"].reset_index(drop=True)
+        labels = to_long(predictions.reset_index(drop=True), scored_texts, sector_ids, ref, model_taxonomy, when)
+    else:
+        labels = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
+    exceptions = pd.concat([df for df in (chunk.bad, missing, errors) if len(df)] or [pd.DataFrame(columns=EXCEPTION_COLUMNS)], ignore_index=True)
+    exceptions = exceptions[EXCEPTION_COLUMNS].astype({"firm_id": str, "reason": str, "detail": str}).astype({"line": "int64"}).sort_values("line", kind="stable")
+    stem = parts / f"chunk-{chunk.index:06d}"
+    write_atomically(exceptions.reset_index(drop=True), stem.with_suffix(".exceptions.parquet"))
+    write_atomically(carried, stem.with_suffix(".carried.parquet"))
+    write_atomically(labels, stem.with_suffix(".parquet"))
     assigned = labels[labels["assigned"].astype(bool)]
-    per_sector = {s: int((assigned["sector_id"] == s).sum()) for s in sector_ids}
-    return ClassifyResult(out_path, exceptions_path, len(register), len(todo), len(exceptions), per_sector, ref)
+    n_scored = labels["firm_id"].nunique()
+    done = {
+        "records": chunk.records, "classified": int(n_scored), "carried": len(carried), "exceptions": len(exceptions),
+        "escalated": int(labels.loc[labels["scored_by"] == "transformer", "firm_id"].nunique()) if fast else 0,
+        "reasons": {str(k): int(v) for k, v in exceptions["reason"].value_counts().items()},
+        "assigned": {s: int((assigned["sector_id"] == s).sum()) for s in sector_ids},
+    }
+    tmp = stem.with_suffix(".tmp")
+    tmp.write_text(json.dumps(done))
+    os.replace(tmp, stem.with_suffix(".json"))  # the commit mark: written last
+    return done
+
+
+def _merge(parts: Path, out_path: Path, previous: Previous | None) -> tuple[Path, Path]:
+    """Concatenate the parts (and rows carried from the previous output) into OUT and its exceptions CSV."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels_parts = sorted(parts.glob("chunk-??????.parquet"))
+    schema = None
+    tmp_labels = out_path.with_name(f".{out_path.name}.merge.tmp")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    try:
+        for part in labels_parts:
+            table = pq.read_table(part)
+            if table.num_rows == 0:
+                continue
+            schema = schema or table.schema
+            writer = writer or pq.ParquetWriter(tmp_labels, schema)
+            writer.write_table(table.cast(schema))
+        if previous is not None:
+            carried = [pq.read_table(p, columns=["firm_id"]).column("firm_id") for p in sorted(parts.glob("chunk-*.carried.parquet"))]
+            ids = pa.concat_arrays([c.combine_chunks().cast(pa.string()) for c in carried if len(c)]) if any(len(c) for c in carried) else None
+            if ids is not None:
+                import pyarrow.compute as pc
+
+                for batch in pq.ParquetFile(previous.path).iter_batches(batch_size=65536):
+                    keep = batch.filter(pc.is_in(batch.column("firm_id").cast(pa.string()), value_set=ids))
+                    if keep.num_rows == 0:
+                        continue
+                    table = pa.Table.from_batches([keep])
+                    if "scored_by" not in table.column_names:
+                        table = table.append_column("scored_by", pa.array(["transformer"] * table.num_rows))
+                    schema = schema or table.select(OUTPUT_COLUMNS).schema
+                    writer = writer or pq.ParquetWriter(tmp_labels, schema)
+                    writer.write_table(table.select(OUTPUT_COLUMNS).cast(schema))
+        if writer is None:  # nothing classified: still an (empty) table with the contract's columns
+            empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
+            empty.to_parquet(tmp_labels, index=False)
+        else:
+            writer.close()
+        os.replace(tmp_labels, out_path)
+    finally:
+        if os.path.exists(tmp_labels):
+            os.unlink(tmp_labels)
+    exceptions_path = exceptions_path_for(out_path)
+    tmp_exc = exceptions_path.with_name(f".{exceptions_path.name}.merge.tmp")
+    try:
+        header = True
+        with open(tmp_exc, "w", encoding="utf-8", newline="") as fh:
+            for part in sorted(parts.glob("chunk-*.exceptions.parquet")):
+                pd.read_parquet(part).reindex(columns=EXCEPTION_COLUMNS).to_csv(fh, index=False, header=header)
+                header = False
+            if header:
+                pd.DataFrame(columns=EXCEPTION_COLUMNS).to_csv(fh, index=False)
+        os.replace(tmp_exc, exceptions_path)
+    finally:
+        if os.path.exists(tmp_exc):
+            os.unlink(tmp_exc)
+    return out_path, exceptions_path

@@ -63,14 +63,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from rtic.classify import classify_register
-
     settings = Settings.from_env()
     quiet = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
-                               store_path=getattr(args, "store", None))
+    if args.engine == "spark":
+        from rtic.spark import classify_spark
+
+        if args.fast or args.since or args.restart or args.store:
+            raise RticError("--fast, --since, --restart and --store work with the local engine only (Spark runs the registered model on every firm)")
+        result = classify_spark(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
+                                master=args.spark_master, progress=quiet)
+    else:
+        from rtic.classify import CrawlStoreText, classify_register
+
+        source = CrawlStoreText(args.store) if args.store else None
+        result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
+                                   chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_margin=args.fast_margin,
+                                   source=source)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
+    if result.n_carried:
+        print(f"  of the classified, {result.n_carried} were unchanged since {args.since} and copied from it")
+    if result.n_escalated:
+        print(f"  fast path: {result.n_escalated} firms near a threshold re-scored by the transformer")
+    for reason, count in sorted(result.exceptions_by_reason.items(), key=lambda kv: -kv[1]):
+        print(f"  not classified, {reason}: {count}")
     print(f"model {result.model.name} version {result.model.version}; labels written to {result.labels_path}")
+    if result.manifest_path:
+        print(f"run manifest: {result.manifest_path}")
     print("firms per sector:")
     for sector, count in sorted(result.firms_per_sector.items(), key=lambda kv: -kv[1]):
         print(f"  {sector:<24}{count:>8}")
@@ -439,6 +457,12 @@ def cmd_taxonomy_add_sector(args) -> int:
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(result.message)
+def cmd_fastpath_build(args) -> int:
+    from rtic.fastpath import build_static_model
+
+    settings = Settings.from_env()
+    path = build_static_model(settings, force=args.force, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"static embedding model: {path}")
     return 0
 
 
@@ -478,14 +502,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("classify", help="label every firm in a register",
-                       description="Classify a register (CSV or Parquet with firm_id and text) and write firm labels as long-form "
-                       "Parquet; firms that cannot be classified go to OUT's .exceptions.csv with their reason.")
+                       description="Classify a register (CSV or Parquet with firm_id and text; Companies House BasicCompanyData "
+                       "accepted as it comes) and write firm labels as long-form Parquet; firms that cannot be classified, and "
+                       "malformed rows, go to OUT's .exceptions.csv with their line and reason. The register is streamed in "
+                       "chunks written as parts under OUT's .parts/ folder: kill the run at any point and re-run the same "
+                       "command to continue where it stopped. A manifest.json there records the run.")
     p.add_argument("register", help="register CSV or Parquet (firm_id, text; Companies House files accepted)")
     p.add_argument("--out", required=True, help="labels Parquet to write")
     p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
     p.add_argument("--taxonomy", help="refuse to run unless the model was trained on this taxonomy file's version")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--store", help="crawl store (from `rtic crawl`) to read firm text from when the register has no text column")
+    p.add_argument("--store", help="crawl store (from `rtic crawl`) to read firm text from instead of a text column")
+    p.add_argument("--chunk-rows", type=int, default=2048, help="register rows per chunk (default 2048); memory grows with it")
+    p.add_argument("--since", metavar="PREVIOUS_OUTPUT", help="a previous labels Parquet: firms whose text hash and model version are "
+                   "unchanged are copied from it, only the others are scored")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run in OUT's .parts/ folder instead of resuming it")
+    p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
+                   "firms near a threshold with the transformer (builds models/static/ on first use)")
+    p.add_argument("--fast-margin", type=float, help="fast path: re-score a firm when any sector's probability is within this of its "
+                   "threshold (default 0.1; larger: closer to the transformer, slower)")
+    p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
+                   "run the same registered model through mlflow.pyfunc.spark_udf")
+    p.add_argument("--spark-master", help="Spark master URL for --engine spark (default: local[*], or what spark-submit set)")
     p.set_defaults(func=cmd_classify)
 
     clusters = sub.add_parser("clusters", help="sector specialisation by area, spatial clusters, collaboration communities, report",
@@ -707,6 +745,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reviewer", help="who reviewed (default: the file's reviewer column, else $RTIC_USER or login name)")
     p.add_argument("--taxonomy", help="taxonomy YAML the sector ids must belong to (default: bundled)")
     p.set_defaults(func=cmd_label_import)
+
+    p = sub.add_parser("fastpath", help="build the fast path's static embedding model")
+    fp_sub = p.add_subparsers(dest="fastpath_command", required=True, metavar="ACTION")
+    p = fp_sub.add_parser("build", help="distil a static token-embedding table from the bundled MiniLM into models/static/",
+                          description="Run every token of the bundled all-MiniLM-L6-v2 vocabulary through the model once and keep "
+                          "its vector (model2vec-style distillation). Offline; takes a minute on two cores; `rtic classify --fast` "
+                          "builds it on first use too.")
+    p.add_argument("--force", action="store_true", help="rebuild even when the table exists")
+    p.set_defaults(func=cmd_fastpath_build)
     return parser
 
 

@@ -34,7 +34,7 @@ class SectorModel(PythonModel):
         config = context.model_config or {}
         self.classifier.encoder = Encoder(
             cache_path=config.get("embedding_cache") or None,
-            use_bf16=config.get("use_bf16"),
+            use_bf16=None if config.get("use_bf16") in (None, "") else config.get("use_bf16"),
             batch_size=int(config.get("batch_size") or 32),
         )
 

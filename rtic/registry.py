@@ -21,6 +21,10 @@ REQUIREMENT_PACKAGES = [
 ]
 
 
+# Keys `load` sets per machine ("" = the encoder's own default).
+LOAD_CONFIG_DEFAULTS = {"embedding_cache": "", "use_bf16": "", "batch_size": 32}
+
+
 def pinned_requirements() -> list[str]:
     pins = []
     for name in REQUIREMENT_PACKAGES:
@@ -92,12 +96,18 @@ def resolve(model_uri: str | None, settings: Settings) -> ModelRef:
     return ModelRef(uri=uri, name=uri, version=uri)
 
 
+def load_config(settings: Settings) -> dict:
+    """The model_config that points a loaded pyfunc at this machine's embedding cache and precision."""
+    return {"embedding_cache": str(settings.resolved_embedding_cache), "use_bf16": "" if settings.use_bf16 is None else settings.use_bf16,
+            "batch_size": settings.batch_size}
+
+
 def load(ref: ModelRef, settings: Settings):
     """Load a pyfunc model, pointing its encoder at this machine's embedding cache."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    config = {"embedding_cache": str(settings.resolved_embedding_cache), "use_bf16": settings.use_bf16, "batch_size": settings.batch_size}
+    config = load_config(settings)
     try:
         return mlflow.pyfunc.load_model(ref.uri, model_config=config)
     except (MlflowException, OSError) as exc:
@@ -136,6 +146,9 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
         input_example=input_example,
         pip_requirements=pinned_requirements(),
         metadata={"taxonomy_version": meta["taxonomy_version"], "sector_ids": meta["sector_ids"]},
+        # MLflow only lets load_model(model_config=...) override keys the logged model declares: without
+        # these, `load` could not point the encoder at this machine's embedding cache.
+        model_config=LOAD_CONFIG_DEFAULTS,
         registered_model_name=name,
     )
     client = MlflowClient()

@@ -26,7 +26,7 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
     assert "firms per sector" in res.stdout
 
     labels = pd.read_parquet(out)
-    assert list(labels.columns) == LABEL_COLUMNS
+    assert list(labels.columns)[: len(LABEL_COLUMNS)] == LABEL_COLUMNS
     register = pd.read_csv(EXAMPLE, dtype=str, keep_default_na=False)
     with_text = register[register["text"].str.strip() != ""]
     assert set(labels["firm_id"]) == set(with_text["firm_id"])
@@ -48,11 +48,11 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
         (None, ["not found"]),
         ("name,text\nA,hello\n", ["no column 'firm_id'"]),
         ("firm_id,name\n1,A\n", ["no column 'text'"]),
-        ("firm_id,text\n1,a\n1,b\n", ["duplicate firm_id", "1"]),
         ("", ["empty"]),
-        (b"firm_id,text\n1,caf\xe9 \xff\n", ["not valid UTF-8"]),
+        ("firm_id,text\n", ["no firms"]),
+        (b"firm_id,t\xe9xt\n1,a\n", ["header", "not valid UTF-8"]),
     ],
-    ids=["missing-file", "no-firm-id", "no-text", "duplicate-ids", "empty-file", "bad-bytes"],
+    ids=["missing-file", "no-firm-id", "no-text", "empty-file", "header-only", "bad-header-bytes"],
 )
 def test_bad_register_input(trained, rtic_home, tmp_path, content, needles):
     register = tmp_path / "register.csv"
@@ -97,3 +97,15 @@ def test_companies_house_file_is_accepted(trained, rtic_home, tmp_path):
     res = run_cli("classify", str(ch), "--out", str(out), home=rtic_home)
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(out)["firm_id"]) == {"01234567"}
+
+
+def test_row_level_problems_are_exceptions_not_errors(trained, rtic_home, tmp_path):
+    """Duplicate ids and bad bytes in one row no longer stop the run: they are exception rows with lines."""
+    register = tmp_path / "register.csv"
+    register.write_bytes(b"firm_id,text\n1,We build welding robots.\n1,Second row for firm 1.\n2,caf\xe9 \xff\n3,Heat pumps.\n")
+    out = tmp_path / "labels.parquet"
+    res = run_cli("classify", str(register), "--out", str(out), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert set(pd.read_parquet(out)["firm_id"]) == {"1", "3"}
+    exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str)
+    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["1", "3", "duplicate firm_id"], ["2", "4", "bad encoding"]]
