@@ -17,7 +17,7 @@ from typing import Iterator
 import pandas as pd
 
 from rtic.errors import RticError
-from rtic.tables import PARQUET_SUFFIXES, check_unique_ids, read_table, require_columns
+from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns
 
 # Companies House BasicCompanyData → register contract. Two CH headers carry a leading space.
 COMPANIES_HOUSE_COLUMNS = {
@@ -80,20 +80,9 @@ def _check_header(columns: list[str], path: Path) -> list[str]:
     return list(probe.columns)
 
 
-def _open_checked(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise RticError(f"register not found: {path}")
-    if path.is_dir():
-        raise RticError(f"register is a folder, expected a CSV or Parquet file: {path}")
-    if path.stat().st_size == 0:
-        raise RticError(f"register is empty: {path}")
-    return path
-
-
 def register_columns(path: str | Path) -> list[str]:
     """The register's columns after mapping (reads the header and one row); whole-file problems raise."""
-    path = _open_checked(path)
+    path = check_input_file(path, "register")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
@@ -119,7 +108,7 @@ def register_columns(path: str | Path) -> list[str]:
 
 def estimate_rows(path: str | Path) -> tuple[int, bool]:
     """(number of firms, exact?): Parquet metadata is exact; for CSV, lines minus the header (fast byte count)."""
-    path = _open_checked(path)
+    path = check_input_file(path, "register")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
@@ -166,7 +155,7 @@ def stream_register(path: str | Path, chunk_rows: int = 2048) -> Iterator[Regist
     Memory is one chunk plus the set of firm_ids seen (for duplicate detection). Chunk boundaries depend
     only on the file and `chunk_rows`, so a resumed run sees exactly the chunks of the first.
     """
-    path = _open_checked(path)
+    path = check_input_file(path, "register")
     register_columns(path)  # whole-file checks before the first chunk
     seen: set[str] = set()
     if path.suffix.lower() in PARQUET_SUFFIXES:

@@ -13,8 +13,8 @@ from rtic.errors import RticError
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
-def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
-    """Read a CSV (UTF-8) or Parquet file as strings where CSV, raising RticError for user mistakes."""
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """The whole-file checks every input gets: it exists, is a file, and is not empty."""
     path = Path(path)
     if not path.exists():
         raise RticError(f"{what} not found: {path}")
@@ -22,6 +22,12 @@ def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
         raise RticError(f"{what} is a folder, expected a CSV or Parquet file: {path}")
     if path.stat().st_size == 0:
         raise RticError(f"{what} is empty: {path}")
+    return path
+
+
+def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+    """Read a CSV (UTF-8) or Parquet file as strings where CSV, raising RticError for user mistakes."""
+    path = check_input_file(path, what)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             df = pd.read_parquet(path)
