@@ -35,13 +35,11 @@ from rtic.config import Settings
 from rtic.encoder import Encoder
 from rtic.evaluation import macro_over, sector_report, stratified_folds
 from rtic.fewshot import description_rows, sample_few_shot
-from rtic.labels import LabelledFirms, read_labels
+from rtic.labels import LabelledFirms
 from rtic.taxonomy import load_taxonomy
 from rtic.training import cross_validate, expected_shares
+from techstars import DEFAULT_DATA, load_embedded
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = next((p for p in (REPO.parent / "shared" / "data" / "techstars" / "companies.csv",
-                                 Path("/work/shared/data/techstars/companies.csv")) if p.exists()), REPO.parent / "shared" / "data" / "techstars" / "companies.csv")
 MIN_SUPPORT = 50
 
 
@@ -227,18 +225,9 @@ def main() -> int:
     parser.add_argument("--setfit-k", type=int, help="also time and score SetFit-style contrastive fine-tuning at this k")
     parser.add_argument("--setfit-iterations", type=int, default=20, help="pair-generation iterations for --setfit-k (default 20)")
     args = parser.parse_args()
-    if not args.data.exists():
-        print(f"shared data not found: {args.data}", file=sys.stderr)
-        return 2
     settings = Settings.from_env()
     taxonomy = load_taxonomy()
-    firms = read_labels(args.data, taxonomy)
-    if args.limit:
-        firms = LabelledFirms(firms.firm_ids[: args.limit], firms.texts[: args.limit], firms.Y[: args.limit], firms.sector_ids)
-    encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16)
-    start = time.perf_counter()
-    encoder.encode(firms.texts)
-    print(f"{len(firms.texts)} firms; embedded {encoder.texts_embedded} new texts in {time.perf_counter() - start:.0f}s (rest from cache)")
+    firms, encoder = load_embedded(args.data, taxonomy, settings, limit=args.limit)
     if not args.skip_cv:
         side_by_side(firms, encoder, expected_shares(taxonomy), args.folds, args.seed)
     if args.fewshot:
