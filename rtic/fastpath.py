@@ -90,7 +90,8 @@ class StaticEncoder:
         self.tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        digest = hashlib.sha256(self.table_path.read_bytes()[-(1 << 20):]).hexdigest()[:12]
+        # Key cached vectors by the table itself (already in memory), not by a second read of the file.
+        digest = hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]
         self.model_key = f"{STATIC_METHOD}|{digest}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

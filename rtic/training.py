@@ -3,7 +3,6 @@ the model to MLflow (registered pyfunc); `evaluate` scores a registered model on
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ import pandas as pd
 from rtic import registry
 from rtic.classifier import SectorClassifier
 from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, REPO_ROOT, Settings
-from rtic.encoder import Encoder
+from rtic.encoder import Encoder, file_sha256
 from rtic.errors import RticError
 from rtic.evaluation import (
     misclassified,
@@ -54,14 +53,6 @@ class CVResult:
     assigned: np.ndarray  # proba >= that fold's thresholds
     folds: np.ndarray  # fold number per firm
     report: pd.DataFrame
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:

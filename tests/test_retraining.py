@@ -44,7 +44,7 @@ def test_training_run_logs_cv_metrics_artifacts_and_provenance(trained, settings
     tags = run.data.tags
     assert tags["random_seed"] == "0" and tags["taxonomy_version"] == load_taxonomy().version
     assert tags["git_commit"] != "" and "package.scikit-learn" in tags and "package.mlflow" in tags
-    from rtic.training import file_sha256
+    from rtic.encoder import file_sha256
 
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest == file_sha256(mini_labels)[:32]
