@@ -3,6 +3,7 @@ the few-shot sampling used to measure how many seeds a sector needs."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +98,36 @@ def add_sector(taxonomy_path, out, sector_id: str, name: str, description: str, 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+    out.write_text(append_sector_text(source.read_text(encoding="utf-8"), entry, data), encoding="utf-8")
     labels_out = Path(labels_out or labels_path)
     write_atomically(labels, labels_out)
     return AddSectorResult(out, labels_out, new.version, len(new_rows), merged, warnings)
+
+
+def append_sector_text(text: str, entry: dict, data: dict) -> str:
+    """The taxonomy file's own text with `entry` appended to its `sectors:` list and the version line
+    replaced, so that its comments and layout survive. Falls back to a plain dump (comments lost) only
+    when the file's layout is one this edit cannot follow (e.g. a flow-style list); the result is
+    checked to load as exactly `data` either way."""
+    lines = text.splitlines(keepends=True)
+    top = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w-]*\s*:", line)]
+    start = next((i for i in top if re.match(r"sectors\s*:\s*(#.*)?$", lines[i].rstrip())), None)
+    version_at = next((i for i in top if lines[i].startswith("version")), None)
+    if start is not None and version_at is not None:
+        end = next((i for i in top if i > start), len(lines))
+        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+            end -= 1  # blank lines and comments before the next key belong to that key
+        item = next((line for line in lines[start + 1 : end] if line.lstrip().startswith("- ")), "  - ")
+        indent = item[: len(item) - len(item.lstrip())]
+        block = "".join(indent + line for line in yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=100).splitlines(keepends=True))
+        if not lines[end - 1].endswith("\n"):
+            lines[end - 1] += "\n"
+        blank = "\n" if any(not line.strip() for line in lines[start + 1 : end]) else ""  # keep blank lines between sectors
+        lines[version_at] = f"version: {json.dumps(data['version'])}\n"
+        edited = "".join(lines[:end] + [blank + block] + lines[end:])
+        if yaml.safe_load(edited) == data:
+            return edited
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
 def sample_few_shot(Y: np.ndarray, candidates: np.ndarray, k: int, n_none: int, seed: int) -> np.ndarray:
