@@ -1,8 +1,10 @@
 """The sector classifier: a small scikit-learn-style multi-label estimator over text.
 
 Features are the firm text's sentence embedding and, optionally, word/bigram TF-IDF. Each sector
-gets a logistic regression; its scores are calibrated with a Platt sigmoid fitted on out-of-fold
-scores, and its decision threshold is the one that maximises F1 on those out-of-fold probabilities.
+gets a logistic regression (first stage). A second stage per sector combines its first-stage score
+with the similarity-weighted labels of the text's nearest training firms, both computed out of fold.
+Final scores are calibrated with a Platt sigmoid fitted on out-of-fold scores, and each sector's
+decision threshold is the one that maximises F1 on those out-of-fold probabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 FEATURE_SETS = ("embedding", "tfidf", "embedding+tfidf")
+STACKS = ("own", "all", "")  # second stage per sector: its own score (+ neighbours), every sector's, none
 
 
 @dataclass
@@ -59,6 +62,20 @@ def best_f1_threshold(y: np.ndarray, proba: np.ndarray, low: float = 0.05, high:
     return float(np.clip(cut, low, high))
 
 
+class OnColumns:
+    """A model that sees only some columns of its input."""
+
+    def __init__(self, model, columns):
+        self.model, self.columns = model, list(columns)
+
+    def fit(self, X, y):
+        self.model.fit(X[:, self.columns], y)
+        return self
+
+    def decision_function(self, X):
+        return self.model.decision_function(X[:, self.columns])
+
+
 class SectorClassifier:
     """Multi-label sector classifier: fit(texts, Y) / predict_proba(texts) / predict(texts).
 
@@ -77,9 +94,13 @@ class SectorClassifier:
         min_positives: int = 5,
         lead_sentences: Sequence[int] = (1, 2),
         random_state: int = 0,
+        stack: str = "own",
+        neighbours: int = 20,
     ):
         if features not in FEATURE_SETS:
             raise ValueError(f"features must be one of {FEATURE_SETS}")
+        if stack not in STACKS:
+            raise ValueError(f"stack must be one of {STACKS}")
         self.sector_ids = list(sector_ids)
         self.encoder = encoder
         self.features = features
@@ -91,6 +112,12 @@ class SectorClassifier:
         # one-line description, a sparse home page) are scored on the same scale as long ones.
         self.lead_sentences = tuple(lead_sentences)
         self.random_state = random_state
+        # Second stage: a sector's final score is a logistic regression over its first-stage score and the
+        # similarity-weighted share of the `neighbours` nearest training texts in the sector: near
+        # neighbours carry label evidence a linear model misses. stack="all" gives it every sector's
+        # scores and shares (sectors co-occur), which measured worse on Techstars (README).
+        self.stack = stack
+        self.neighbours = neighbours
 
     # -- features -------------------------------------------------------------------------
     def _uses(self, part: str) -> bool:
@@ -117,19 +144,48 @@ class SectorClassifier:
     def _new_model(self) -> LogisticRegression:
         return LogisticRegression(C=self.C, class_weight="balanced", max_iter=3000, solver="liblinear")
 
-    def _fit_scores(self, emb, texts, Y, train, test) -> np.ndarray:
-        """Train on rows `train`, return raw decision scores for rows `test` (all sectors)."""
-        vec = self._new_vectorizer().fit([texts[i] for i in train]) if self._uses("tfidf") else None
-        X_tr = self._matrix(None if emb is None else emb[train], [texts[i] for i in train], vec)
-        X_te = self._matrix(None if emb is None else emb[test], [texts[i] for i in test], vec)
-        scores = np.zeros((len(test), Y.shape[1]))
-        for j in range(Y.shape[1]):
-            y = Y[train, j]
-            if y.min() == y.max():
-                scores[:, j] = -10.0 if y.max() == 0 else 10.0
-            else:
-                scores[:, j] = self._new_model().fit(X_tr, y).decision_function(X_te)
+    def _new_stacker(self, j: int):
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000, solver="liblinear")
+        if self.stack == "own":
+            n = len(self.sector_ids)
+            return OnColumns(model, [j, n + j] if self._uses_neighbours() else [j])
+        return model
+
+    def _column_models(self, X, Y: np.ndarray, make_model) -> list:
+        """One fitted model per sector column; a column with one class gets that class as a constant."""
+        return [make_model(j).fit(X, Y[:, j]) if Y[:, j].min() != Y[:, j].max() else float(Y[0, j]) for j in range(Y.shape[1])]
+
+    @staticmethod
+    def _column_scores(models: list, X) -> np.ndarray:
+        scores = np.zeros((X.shape[0], len(models)))
+        for j, model in enumerate(models):
+            scores[:, j] = model.decision_function(X) if hasattr(model, "decision_function") else (10.0 if model else -10.0)
         return scores
+
+    def _neighbour_labels(self, emb_train: np.ndarray, Y_train: np.ndarray, emb_query: np.ndarray) -> np.ndarray:
+        """Per sector, the similarity-weighted share of the k nearest training texts in it (cosine, unit vectors)."""
+        k = min(self.neighbours, len(emb_train))
+        out = np.zeros((len(emb_query), Y_train.shape[1]))
+        for start in range(0, len(emb_query), 2048):  # bounded memory on a large batch
+            sims = emb_query[start : start + 2048] @ emb_train.T
+            near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            w = np.clip(np.take_along_axis(sims, near, axis=1), 0, None)
+            out[start : start + 2048] = np.einsum("qk,qks->qs", w, Y_train[near]) / np.maximum(w.sum(axis=1, keepdims=True), 1e-9)
+        return out
+
+    def _uses_neighbours(self) -> bool:
+        return self.stack and self.neighbours > 0 and self._uses("embedding")
+
+    def _stack_features(self, scores: np.ndarray, neighbour_labels: np.ndarray | None) -> np.ndarray:
+        return scores if neighbour_labels is None else np.hstack([scores, neighbour_labels])
+
+    def _fit_scores(self, emb, texts, Y, train, test) -> np.ndarray:
+        """Train on rows `train`, return first-stage decision scores for rows `test` (all sectors)."""
+        train_texts = [texts[i] for i in train]
+        vec = self._new_vectorizer().fit(train_texts) if self._uses("tfidf") else None
+        X_tr = self._matrix(None if emb is None else emb[train], train_texts, vec)
+        X_te = self._matrix(None if emb is None else emb[test], [texts[i] for i in test], vec)
+        return self._column_scores(self._column_models(X_tr, Y[train], lambda j: self._new_model()), X_te)
 
     # -- estimator API -----------------------------------------------------------------------
     def fit(self, texts: Sequence[str], Y: np.ndarray, groups: Sequence | None = None) -> "SectorClassifier":
@@ -152,6 +208,7 @@ class SectorClassifier:
             Y = np.vstack([Y, Y[keep]])
             groups = np.r_[groups, groups[keep]]
         emb = self._embed(texts)
+        self.embedding_dims_ = 0 if emb is None else emb.shape[1]
         n = len(texts)
         self.warnings_ = [
             f"sector '{s}' has {int(p)} positive examples (< {self.min_positives}): fixed threshold 0.5, no tuning"
@@ -160,11 +217,23 @@ class SectorClassifier:
         ]
         # Out-of-fold scores -> calibration and thresholds that were not fitted on the same rows.
         oof = np.zeros(Y.shape)
+        near = np.zeros(Y.shape) if self._uses_neighbours() else None
         group_ids = np.unique(groups, return_inverse=True)[1]
         folds = KFold(n_splits=min(self.cv, group_ids.max() + 1), shuffle=True, random_state=self.random_state)
-        for train_groups, test_groups in folds.split(np.arange(group_ids.max() + 1)):
-            train, test = np.flatnonzero(np.isin(group_ids, train_groups)), np.flatnonzero(np.isin(group_ids, test_groups))
+        splits = [(np.flatnonzero(np.isin(group_ids, a)), np.flatnonzero(np.isin(group_ids, b)))
+                  for a, b in folds.split(np.arange(group_ids.max() + 1))]
+        for train, test in splits:
             oof[test] = self._fit_scores(emb, texts, Y, train, test)
+            if near is not None:
+                near[test] = self._neighbour_labels(emb[train], Y[train], emb[test])
+        if self.stack:
+            # The second stage learns from first-stage scores that never saw their own row; its own
+            # out-of-fold scores (same folds) are what calibration and thresholds see.
+            Z = self._stack_features(oof, near)
+            oof = np.zeros(Y.shape)
+            for train, test in splits:
+                oof[test] = self._column_scores(self._column_models(Z[train], Y[train], self._new_stacker), Z[test])
+            self.stackers_ = self._column_models(Z, Y, self._new_stacker)
         self.calibrators_, self.thresholds_ = [], np.full(len(self.sector_ids), 0.5)
         oof_proba = np.zeros(Y.shape)
         for j in range(Y.shape[1]):
@@ -178,18 +247,19 @@ class SectorClassifier:
         # Final models on everything.
         self.vectorizer_ = self._new_vectorizer().fit(texts) if self._uses("tfidf") else None
         X = self._matrix(emb, texts, self.vectorizer_)
-        self.models_ = []
-        for j in range(Y.shape[1]):
-            y = Y[:, j]
-            self.models_.append(self._new_model().fit(X, y) if 0 < y.sum() < n else float(y.max()))
+        self.models_ = self._column_models(X, Y, lambda j: self._new_model())
+        # The neighbour table: training embeddings (float16 halves the pickle) and their labels.
+        self.neighbour_emb_ = emb.astype(np.float16) if near is not None else None
+        self.neighbour_Y_ = Y.astype(np.int8) if near is not None else None
         return self
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in texts]
-        X = self._matrix(self._embed(texts), texts, self.vectorizer_)
-        scores = np.zeros((len(texts), len(self.sector_ids)))
-        for j, model in enumerate(self.models_):
-            scores[:, j] = model.decision_function(X) if hasattr(model, "decision_function") else (10.0 if model else -10.0)
+        emb = self._embed(texts)
+        scores = self._column_scores(self.models_, self._matrix(emb, texts, self.vectorizer_))
+        if getattr(self, "stack", False):
+            near = None if self.neighbour_emb_ is None else self._neighbour_labels(self.neighbour_emb_.astype(np.float32), self.neighbour_Y_, emb)
+            scores = self._column_scores(self.stackers_, self._stack_features(scores, near))
         return scores
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -206,9 +276,9 @@ class SectorClassifier:
         model = self.models_[self.sector_ids.index(sector_id)]
         if not hasattr(model, "coef_"):
             return []
-        offset = 384 if self._uses("embedding") else 0
-        weights = model.coef_[0, offset:]
+        offset = getattr(self, "embedding_dims_", 384) if self._uses("embedding") else 0
         names = self.vectorizer_.get_feature_names_out()
+        weights = model.coef_[0, offset : offset + len(names)]
         top = np.argsort(-weights)[:n]
         return [(str(names[i]), float(weights[i])) for i in top if weights[i] > 0]
 

@@ -84,3 +84,36 @@ def test_platt_is_monotonic_and_calibrates():
     assert cal.a == pytest.approx(2.0, rel=0.2)
     p = cal(np.sort(scores))
     assert (np.diff(p) >= 0).all()
+
+
+def test_neighbour_labels_are_similarity_weighted_shares():
+    clf = SectorClassifier(["a", "b"], neighbours=2)
+    train = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    Y = np.array([[1, 0], [1, 1], [0, 1]])
+    shares = clf._neighbour_labels(train, Y, np.array([[1.0, 0.0]], dtype=np.float32))
+    # The two nearest are rows 0 (similarity 1.0) and 1 (0.6): a = (1 + 0.6) / 1.6, b = 0.6 / 1.6.
+    np.testing.assert_allclose(shares[0], [1.0, 0.6 / 1.6])
+
+
+def test_out_of_fold_scores_do_not_see_their_own_firm():
+    """Labels that are pure noise: honest out-of-fold scores cannot rank them. A neighbour table that let a
+    firm (or its lead-sentence copy, same group) be its own neighbour would rank them almost perfectly."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choice(vocab, 6)) + ". " + " ".join(rng.choice(vocab, 6)) + "." for _ in range(160)]
+    Y = (rng.random((160, 2)) < 0.3).astype(int)
+    clf = SectorClassifier(["a", "b"], encoder=HashEncoder(), features="embedding", neighbours=5).fit(texts, Y)
+    assert clf.neighbour_emb_.shape[0] > len(texts)  # lead-sentence copies are in the table
+    for j in range(2):
+        assert average_precision_score(Y[:, j], clf.oof_proba_[:, j]) < Y[:, j].mean() + 0.25
+
+
+def test_second_stage_options_fit_and_predict():
+    texts, Y, topics = make_data()
+    for stack in ("own", "all", ""):
+        clf = SectorClassifier(topics, encoder=HashEncoder(), stack=stack).fit(texts, Y)
+        assert (clf.predict(texts) == Y.astype(bool)).mean() > 0.9
+    with pytest.raises(ValueError, match="stack"):
+        SectorClassifier(topics, stack="both")
