@@ -406,13 +406,20 @@ def cmd_models_compare(args) -> int:
     return 0
 
 
+PROMOTION_REFUSED = 3  # `rtic models promote` exit status when the comparison refuses the candidate
+
+
 def cmd_models_promote(args) -> int:
     from rtic.models import promote
 
     result = promote(Settings.from_env(), args.version, eval_set=args.eval_set, tolerance=args.tolerance, force=args.force,
                      reason=args.reason or "", who=args.who, name=args.name)
-    print(result.message)
-    return 0 if result.promoted or result.previous == result.version else 1
+    if result.promoted or result.previous == result.version:
+        print(result.message)
+        return 0
+    # A refusal is the gate working, not a user mistake (2) or a crash (1): its own exit status, one line.
+    _err(f"rtic: {result.message}")
+    return PROMOTION_REFUSED
 
 
 def cmd_ui(args) -> int:
@@ -709,13 +716,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = models_sub.add_parser("promote", help="make a version champion if it is not worse than the current one",
                               description="Sets the champion alias on VERSION only when its macro F1 on --eval-set is not below the "
                               "current champion's minus --tolerance (both must have an `rtic evaluate` run on that set). --force "
-                              "overrides, and needs --reason; who, when and why are recorded as tags on the version. Exit 1 when refused.")
+                              "overrides, and needs --reason; who, when and why are recorded as tags on the version. Exit status: 0 promoted "
+                              "(or already champion), 3 refused by the comparison (one line on stderr, champion unchanged), 2 bad input.")
     p.add_argument("version")
     p.add_argument("--eval-set", help="evaluation set both versions were evaluated on")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed drop in macro F1 (default 0.01)")
     p.add_argument("--force", action="store_true", help="promote without (or against) the comparison")
     p.add_argument("--reason", help="why (required with --force)")
     p.add_argument("--who", help="who promotes (default $RTIC_USER or the login name)")
+    p.set_defaults(func=cmd_models_promote)
     for p in models_sub.choices.values():
         p.add_argument("--name", default=MODEL_NAME, help=f"registered model name (default {MODEL_NAME})")
 

@@ -252,3 +252,50 @@ def test_sample_few_shot_gives_each_sector_k_positives():
     assert (Y[rows].sum(axis=0) >= 8).all()
     assert (Y[rows].sum(axis=1) == 0).sum() == 10
     assert len(rows) == len(set(rows))
+
+
+def test_cli_promote_refusal_is_one_line_and_exit_3(rtic_home, settings, trained, second, evaluated):
+    client = MlflowClient(registry.configure(settings))
+    before = str(client.get_registered_model(MODEL_NAME).aliases["champion"])
+    candidate = second.version if before != second.version else trained.version
+    out = run_cli("models", "promote", candidate, "--eval-set", "mini", "--tolerance", "-1.5", home=rtic_home)
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.startswith("rtic: not promoted: macro f1 on mini") and out.stderr.strip().count("\n") == 0
+    assert str(client.get_registered_model(MODEL_NAME).aliases["champion"]) == before
+
+
+def test_add_sector_keeps_the_taxonomy_files_comments(tmp_path, mini_labels):
+    seeds = tmp_path / "seeds.csv"
+    pd.DataFrame({"firm_id": ["q1", "q2"], "text": QUANTUM_SEEDS[:2]}).to_csv(seeds, index=False)
+    labels = tmp_path / "labels.csv"
+    pd.read_csv(mini_labels, dtype=str).to_csv(labels, index=False)
+    result = add_sector(None, tmp_path / "tax.yaml", "quantum", "Quantum", "Quantum computing: qubits, sensing.", seeds, labels,
+                        include=["qubit", "quantum sensing"])
+    old_text, new_text = DEFAULT_TAXONOMY.read_text(), result.taxonomy_path.read_text()
+    comments = [line for line in old_text.splitlines() if line.lstrip().startswith("#")]
+    assert comments and all(line in new_text.splitlines() for line in comments)
+    # The old file's text is kept line for line, apart from the version; the new sector is a sector, not a vertical.
+    assert len(new_text.splitlines()) > len(old_text.splitlines())
+    new = load_taxonomy(result.taxonomy_path)
+    assert new.sector_ids[-1] == "quantum" and new.version == result.version
+    assert "quantum" not in {v.id for v in new.verticals}
+    assert yaml.safe_load(new_text)["sectors"][-1]["include"] == ["qubit", "quantum sensing"]
+
+
+def test_two_full_training_runs_log_identical_metrics_quietly(tmp_path, mini_labels, settings):
+    """Same inputs -> same metrics, end to end: two `rtic train` runs (CV, final fit, MLflow logging)."""
+    from rtic.config import Settings
+
+    home = tmp_path / "home"
+    shared_cache = {"RTIC_EMBEDDING_CACHE": str(settings.resolved_embedding_cache)}
+    outs = [run_cli("train", "--labels", str(mini_labels), "--cv", "2", home=home, env=shared_cache) for _ in range(2)]
+    for out in outs:
+        assert out.returncode == 0, out.stderr
+        assert "Downloading artifacts" not in out.stdout + out.stderr
+    client = MlflowClient(tracking_uri=Settings(home=home).resolved_tracking_uri)
+    experiment = client.get_experiment_by_name("rtic")
+    runs = client.search_runs([experiment.experiment_id], "tags.`rtic.task` = 'train'", order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    first, second_run = (r.data.metrics for r in runs)
+    assert len(first) > 50 and first == second_run
+    assert runs[0].data.params["labels_sha256"] == runs[1].data.params["labels_sha256"]
