@@ -41,7 +41,7 @@ def mini(mini_labels):
 
 @pytest.fixture(scope="module")
 def tiny_config():
-    return FineTuneConfig(epochs=2, batch_size=16, head_lr=5e-3, lr=1e-4, holdout=0.25, min_positives=2)
+    return FineTuneConfig(epochs=2, batch_size=16, max_seq_length=48, head_lr=5e-3, lr=1e-4, holdout=0.25, min_positives=2)
 
 
 @pytest.fixture(scope="module")
