@@ -16,6 +16,9 @@ Usage (full scale, about 10 minutes on 2 cores once embeddings are cached):
   .venv/bin/python scripts/bench_trainers.py --fewshot 8 16 32 64
 Contrastive fine-tuning (SetFit-style) at one k, timed:  --skip-cv --setfit-k 8
 Reduced: --skip-cv, --limit N (first N firms), --repeats 1.
+Supervised end-to-end fine-tuning of MiniLM (rtic.finetune) vs the rtic trainer on the same CV folds:
+  --skip-cv --finetune --finetune-folds 0            (one fold, about 10-15 minutes on 2 cores)
+  --skip-cv --finetune --finetune-folds 0 1 2 3 4    (all five)
 """
 
 from __future__ import annotations
@@ -213,6 +216,53 @@ def setfit_comparison(firms: LabelledFirms, encoder: Encoder, k: int, iterations
         print(f"  {name:<38} macro_f1 (>={MIN_SUPPORT}) {f1:.3f}  macro_pr_auc {ap:.3f}")
 
 
+def finetune_comparison(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, run_folds: list[int], epochs: int, seed: int) -> None:
+    """Fine-tuned MiniLM (its own sector head; and its embedding fed to SectorClassifier) vs the rtic trainer,
+    fold by fold on the split every method here uses. Calibration and thresholds of the fine-tuned variants
+    come from an inner held-out slice of the training folds (rtic.finetune), never from the test fold."""
+    from rtic.finetune import FineTuneConfig, FineTunedClassifier, tuned_sector_classifier
+
+    texts, Y = np.array(firms.texts, dtype=object), firms.Y
+    folds = stratified_folds(Y, k, seed=seed, groups=firms.firm_ids)
+    config = FineTuneConfig(epochs=epochs, seed=seed)
+    names = ("rtic trainer (rtic train)", "fine-tuned MiniLM, own head", "fine-tuned MiniLM -> SectorClassifier")
+    proba = {n: np.zeros(Y.shape) for n in names}
+    assigned = {n: np.zeros(Y.shape, bool) for n in names}
+    seconds = {n: 0.0 for n in names}
+    rows = np.isin(folds, run_folds)
+    big = Y.sum(0) >= MIN_SUPPORT
+
+    def record(name, fold_rows, clf, started):
+        proba[name][fold_rows] = clf.predict_proba(list(texts[fold_rows]))
+        assigned[name][fold_rows] = proba[name][fold_rows] >= clf.thresholds_
+        seconds[name] += time.perf_counter() - started
+        report = sector_report(Y[fold_rows], assigned[name][fold_rows], proba[name][fold_rows], firms.sector_ids)
+        print(f"  fold {fold}: {name}: macro-F1 (>= {MIN_SUPPORT}) {report.iloc[: len(big)].loc[big, 'f1'].mean():.3f} "
+              f"(fit+predict {time.perf_counter() - started:.0f}s)", flush=True)
+
+    for fold in run_folds:
+        test, train = folds == fold, folds != fold
+        started = time.perf_counter()
+        clf = SectorClassifier(firms.sector_ids, encoder=encoder, random_state=seed).fit(list(texts[train]), Y[train])
+        record(names[0], test, clf, started)
+        started = time.perf_counter()
+        tuned = FineTunedClassifier(firms.sector_ids, config, progress=lambda m: print(m, flush=True)).fit(list(texts[train]), Y[train])
+        record(names[1], test, tuned, started)
+        started = time.perf_counter()
+        record(names[2], test, tuned_sector_classifier(tuned, list(texts[train]), Y[train], random_state=seed), started)
+        seconds[names[2]] += tuned.fit_seconds_  # it needs the fine-tune too
+    reports = {n: sector_report(Y[rows], assigned[n][rows], proba[n][rows], firms.sector_ids, shares) for n in names}
+    per_sector = pd.DataFrame({n: r.set_index("sector_id")["f1"] for n, r in reports.items()})
+    per_sector.insert(0, "test support", reports[names[0]].set_index("sector_id")["support"])
+    print(f"\nper-sector F1 on folds {run_folds} of the {k}-fold split ({int(rows.sum())} held-out firms; fine-tune {epochs} epochs, "
+          f"thresholds from an inner {config.holdout:.0%} slice of the training folds)")
+    print(per_sector.to_string(float_format=lambda v: f"{v:.3f}"))
+    summary = pd.DataFrame([{**summarise(n, reports[n], seconds[n]), f"macro_f1 (>={MIN_SUPPORT})": reports[n].iloc[: len(big)].loc[big, "f1"].mean()}
+                            for n in names])
+    print("\nsummary (macro over the sectors with >= 50 examples in the whole set; seconds = fit+predict over these folds)")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -224,6 +274,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="use only the first N firms (reduced scale)")
     parser.add_argument("--setfit-k", type=int, help="also time and score SetFit-style contrastive fine-tuning at this k")
     parser.add_argument("--setfit-iterations", type=int, default=20, help="pair-generation iterations for --setfit-k (default 20)")
+    parser.add_argument("--finetune", action="store_true", help="also compare supervised fine-tuning of MiniLM with the rtic trainer")
+    parser.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    parser.add_argument("--finetune-folds", type=int, nargs="+", default=[0], help="which CV folds to run it on (default: 0)")
     args = parser.parse_args()
     settings = Settings.from_env()
     taxonomy = load_taxonomy()
@@ -234,6 +287,8 @@ def main() -> int:
         fewshot_curve(firms, taxonomy, encoder, args.fewshot, args.repeats, args.seed)
     if args.setfit_k:
         setfit_comparison(firms, encoder, args.setfit_k, args.setfit_iterations, args.seed)
+    if args.finetune:
+        finetune_comparison(firms, encoder, expected_shares(taxonomy), args.folds, args.finetune_folds, args.finetune_epochs, args.seed)
     return 0
 
 
