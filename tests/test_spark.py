@@ -1,6 +1,7 @@
 """`rtic classify --engine spark`: the registered pyfunc through mlflow.pyfunc.spark_udf on a real Spark
 local[2] (started by the test, UI off, bound to 127.0.0.1) gives the local engine's output."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -119,3 +120,35 @@ def test_split_lines_rebuild_the_local_readers_records(tmp_path, cuts):
     assert good == local_good and bad == local_bad
     assert [g[0] for g in good] == [2, 12, 14, 16] and [b[1] for b in bad] == [3, 8, 9, 11]
     assert good[0][3] == "Alpha text" and good[2][3] == "x\"\n\"y"
+
+
+def test_readme_spark_submit_form(malformed, rtic_home, tmp_path):
+    """The README's spark-submit command, against local[2]: the master comes from spark-submit."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    register, local = malformed
+    out = tmp_path / "submitted.parquet"
+    launcher = subprocess.run([sys.executable, "-m", "rtic.spark_submit"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    assert launcher.endswith("spark_submit.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_SUBMIT_ARGS", "MLFLOW_TRACKING_URI")}
+    # spark-submit finds its Spark through the `python3` on PATH: the project's venv, as when it is activated
+    env.update(RTIC_HOME=str(rtic_home), SPARK_LOCAL_IP="127.0.0.1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+           "--conf", f"spark.pyspark.python={sys.executable}", launcher, "classify", str(register), "--out", str(out), "--engine", "spark"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on Spark (local[2])" in res.stderr
+    assert_same_output(out, local)
+
+
+@pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-margin", "0.2"]],
+                         ids=lambda f: f[0])
+def test_spark_engine_refuses_local_only_options(rtic_home, tmp_path, flags):
+    res = run_cli("classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--engine", "spark", *flags, home=rtic_home, cwd=tmp_path)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and flags[0] in lines[0] and "local engine only" in lines[0], res.stderr
+    res = run_cli("classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--spark-master", "local[2]", home=rtic_home, cwd=tmp_path)
+    assert res.returncode == 2 and "--spark-master needs --engine spark" in res.stderr
