@@ -86,6 +86,7 @@ def classify_spark(
     progress=print,
 ) -> ClassifyResult:
     import mlflow.pyfunc
+    from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -137,18 +138,20 @@ def classify_spark(
               .select("line", "firm_id", "_s.sector_id", "_s.probability", "_s.assigned",
                       F.lit(ref.name).alias("model_name"), F.lit(ref.version).alias("model_version"), F.lit(model_taxonomy).alias("taxonomy_version"),
                       "text_sha256", F.lit(when).alias("classified_at"), F.lit("transformer").alias("scored_by"))
-              .orderBy("line", "sector_id"))  # register order, like the local engine: part files come out in order
+              .persist(StorageLevel.MEMORY_AND_DISK))  # scored once: the sort below samples it before writing it
+    ordered = labels.orderBy("line", "sector_id")  # register order, like the local engine: part files come out in order
     exceptions = df.where(F.col("reason").isNotNull()).select(*EXCEPTION_COLUMNS).orderBy("line")
 
     parts = parts_dir_for(out_path)
     if parts.exists():
         shutil.rmtree(parts)
     labels_dir, exceptions_dir = parts / "spark-labels", parts / "spark-exceptions"
-    labels.write.mode("overwrite").parquet(str(labels_dir))
+    ordered.write.mode("overwrite").parquet(str(labels_dir))
     exceptions.write.mode("overwrite").parquet(str(exceptions_dir))
     counts = df.select(F.count(F.lit(1)).alias("rows"), F.count_if(F.col("reason").isNull()).alias("classified")).first()
     reasons = {r["reason"]: int(r["count"]) for r in df.where(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
     assigned = spark.read.parquet(str(labels_dir)).where("assigned").groupBy("sector_id").count().collect()
+    labels.unpersist()
     df.unpersist()
 
     # Merge on the driver (OUT is local here), part file by part file, row group by row group: bounded memory.

@@ -146,9 +146,12 @@ def test_readme_spark_submit_form(malformed, rtic_home, tmp_path):
 
 @pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-margin", "0.2"]],
                          ids=lambda f: f[0])
-def test_spark_engine_refuses_local_only_options(rtic_home, tmp_path, flags):
-    res = run_cli("classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--engine", "spark", *flags, home=rtic_home, cwd=tmp_path)
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert res.returncode == 2 and len(lines) == 1 and flags[0] in lines[0] and "local engine only" in lines[0], res.stderr
-    res = run_cli("classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--spark-master", "local[2]", home=rtic_home, cwd=tmp_path)
-    assert res.returncode == 2 and "--spark-master needs --engine spark" in res.stderr
+def test_spark_engine_refuses_local_only_options(tmp_path, capsys, flags):
+    """Refused in one line before Spark or the model is touched (so in-process, no registry needed)."""
+    from rtic.cli import main
+
+    assert main(["classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--engine", "spark", *flags]) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(lines) == 1 and flags[0] in lines[0] and "local engine only" in lines[0], lines
+    assert main(["classify", "register.csv", "--out", str(tmp_path / "o.parquet"), "--spark-master", "local[2]"]) == 2
+    assert "--spark-master needs --engine spark" in capsys.readouterr().err
