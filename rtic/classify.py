@@ -232,7 +232,7 @@ class Previous:
         frames = []
         for rg in groups:
             if rg not in self._cache:
-                if len(self._cache) >= 4:  # consecutive chunks mostly read the same few row groups
+                if len(self._cache) >= 2:  # consecutive chunks mostly read the same row group or the next
                     self._cache.pop(next(iter(self._cache)))
                 table = self.file.read_row_group(rg)
                 frame = table.to_pandas()
