@@ -68,11 +68,18 @@ def read_register_spark(spark, path: Path, columns: list[str]):
             if old in df.columns:
                 df = df.withColumnRenamed(old, new)
         if sic:
-            codes = [F.trim(F.split(F.coalesce(F.col(f"`{c}`"), F.lit("")), " - ").getItem(0)) for c in sic]
+            codes = [strip(F.split(F.coalesce(F.col(f"`{c}`"), F.lit("")), " - ").getItem(0)) for c in sic]
             kept = [F.when((c != "") & (F.lower(c) != "none supplied"), c) for c in codes]
             df = df.withColumn("sic_codes", F.concat_ws("|", *kept))
     # A rejected row keeps the id the reader could read from it, so the analyst can find the firm.
-    return df.withColumn("firm_id", F.when(F.col("_reason").isNotNull(), F.col("_bad_id")).otherwise(F.trim(F.coalesce(F.col("firm_id"), F.lit("")))))
+    return df.withColumn("firm_id", F.when(F.col("_reason").isNotNull(), F.col("_bad_id")).otherwise(strip(F.coalesce(F.col("firm_id"), F.lit("")))))
+
+
+def strip(column):
+    """Python's str.strip() in Spark (F.trim removes spaces only, not tabs or newlines)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(column, r"^\s+|\s+$", "")
 
 
 def classify_spark(
@@ -112,8 +119,8 @@ def classify_spark(
     first = Window.partitionBy("firm_id", F.col("_reason").isNull()).orderBy("line")
     df = df.withColumn("_nth", F.when(F.col("_reason").isNull() & (F.col("firm_id") != ""), F.row_number().over(first)))
     text = F.coalesce(F.col("text"), F.lit(""))
-    no_site = (F.trim(F.coalesce(F.col("website"), F.lit(""))) == "") if "website" in df.columns else F.lit(False)
-    empty_text = F.length(F.regexp_replace(text, r"^\s+|\s+$", "")) == 0  # str.strip(): all whitespace
+    no_site = (strip(F.coalesce(F.col("website"), F.lit(""))) == "") if "website" in df.columns else F.lit(False)
+    empty_text = F.length(strip(text)) == 0
     reason = (F.when(F.col("_reason").isNotNull(), F.col("_reason"))
               .when(F.col("firm_id") == "", F.lit(EMPTY_ID[0]))
               .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[0]))
