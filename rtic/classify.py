@@ -36,7 +36,7 @@ LABEL_COLUMNS = ["firm_id", "sector_id", "probability", "assigned", "model_name"
 # Added beside the contract: which scorer produced the row ("transformer", or "static" on the fast path).
 OUTPUT_COLUMNS = LABEL_COLUMNS + ["scored_by"]
 EXCEPTION_COLUMNS = ["firm_id", "line", "reason", "detail"]
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: parts hold carried rows in input order; seen ids and --since index in SQLite
 
 
 @dataclass
@@ -164,30 +164,100 @@ def predict_guarded(predict: Callable[[pd.DataFrame], pd.DataFrame], frame: pd.D
         return preds, pd.DataFrame(errors, columns=EXCEPTION_COLUMNS)
 
 
-@dataclass
 class Previous:
-    """Firm → (text hash, model version) of a previous output, for --since."""
+    """A previous labels Parquet for --since, indexed in SQLite on disk (memory stays flat at 5M firms).
 
-    path: Path
-    keys: pd.Series  # index firm_id, value "sha|version"
+    The index maps firm_id → (text hash | model version, the row groups holding the firm's rows), so each
+    chunk looks up its own firms and copies the unchanged firms' rows from just those row groups.
+    """
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Previous":
+    def __init__(self, path: Path, index_path: Path):
+        import pyarrow.parquet as pq
+        import sqlite3
+
+        self.path, self.file = path, pq.ParquetFile(path)
+        self.db = sqlite3.connect(str(index_path))
+        self._cache: dict[int, pd.DataFrame] = {}
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'built'").fetchone():  # built once; a resume reuses it
+            self._build()
+
+    @staticmethod
+    def check(path: str | Path) -> Path:
+        """A clear one-line error before any work when PREVIOUS is missing or not a firm-labels Parquet."""
+        import pyarrow.parquet as pq
+
         path = Path(path)
         if not path.is_file():
             raise RticError(f"--since output not found: {path}")
         try:
-            prev = pd.read_parquet(path, columns=["firm_id", "text_sha256", "model_version"])
+            names = set(pq.ParquetFile(path).schema_arrow.names)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise RticError(f"--since {path} is not a firm-labels Parquet: {str(exc).splitlines()[0]}") from None
-        prev = prev.drop_duplicates("firm_id")
-        keys = pd.Series((prev["text_sha256"].astype(str) + "|" + prev["model_version"].astype(str)).to_numpy(), index=prev["firm_id"].astype(str).to_numpy())
-        return cls(path, keys)
+        missing = [c for c in LABEL_COLUMNS if c not in names]
+        if missing:
+            raise RticError(f"--since {path} is not a firm-labels Parquet: no column {', '.join(missing)}")
+        return path
+
+    def _build(self) -> None:
+        with self.db:
+            self.db.execute("DROP TABLE IF EXISTS prev")
+            self.db.execute("CREATE TABLE prev (firm_id TEXT PRIMARY KEY, key TEXT, rg_first INTEGER, rg_last INTEGER) WITHOUT ROWID")
+            for rg in range(self.file.num_row_groups):
+                part = self.file.read_row_group(rg, columns=["firm_id", "text_sha256", "model_version"]).to_pandas().drop_duplicates("firm_id")
+                keys = part["text_sha256"].astype(str) + "|" + part["model_version"].astype(str)
+                self.db.executemany("INSERT INTO prev VALUES (?, ?, ?, ?) ON CONFLICT(firm_id) DO UPDATE SET rg_last = excluded.rg_last",
+                                    zip(part["firm_id"].astype(str), keys, [rg] * len(part), [rg] * len(part)))
+            self.db.execute("CREATE TABLE built (at TEXT)")
+
+    def _lookup(self, ids: list[str]) -> dict[str, tuple[str, int, int]]:
+        found: dict[str, tuple[str, int, int]] = {}
+        for i in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            batch = ids[i : i + 500]
+            for fid, key, first, last in self.db.execute(f"SELECT * FROM prev WHERE firm_id IN ({','.join('?' * len(batch))})", batch):
+                found[fid] = (key, first, last)
+        return found
 
     def unchanged(self, texts: pd.DataFrame, model_version: str) -> pd.Series:
+        found = self._lookup(texts["firm_id"].tolist())
         now = texts["text"].map(text_sha256) + "|" + model_version
-        before = self.keys.reindex(texts["firm_id"].to_numpy()).to_numpy()
+        before = [found.get(fid, ("",))[0] for fid in texts["firm_id"]]
         return pd.Series(now.to_numpy() == before, index=texts.index)
+
+    def rows(self, ids: list[str]) -> pd.DataFrame:
+        """The previous output's rows for these firms (OUTPUT_COLUMNS), read from their row groups only."""
+        import pyarrow.parquet as pq
+
+        found = self._lookup(ids)
+        groups = sorted({rg for _, first, last in found.values() for rg in range(first, last + 1)})
+        frames = []
+        for rg in groups:
+            if rg not in self._cache:
+                if len(self._cache) >= 2:  # consecutive chunks mostly read the same row group or the next
+                    self._cache.pop(next(iter(self._cache)))
+                table = self.file.read_row_group(rg)
+                frame = table.to_pandas()
+                if "scored_by" not in frame.columns:
+                    frame["scored_by"] = "transformer"
+                self._cache[rg] = frame[OUTPUT_COLUMNS]
+            frame = self._cache[rg]
+            frames.append(frame[frame["firm_id"].isin(ids)])
+        if not frames:
+            return empty_labels()
+        return pd.concat(frames, ignore_index=True).drop_duplicates(["firm_id", "sector_id"])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def empty_labels() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
+
+
+def in_input_order(labels: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Labels in register order (each firm's sectors by id), whatever order they were scored or carried in."""
+    line = labels["firm_id"].map(pd.Series(rows["line"].to_numpy(), index=rows["firm_id"].to_numpy()))
+    order = pd.DataFrame({"line": line.to_numpy(), "sector_id": labels["sector_id"].to_numpy()}).sort_values(["line", "sector_id"], kind="stable").index
+    return labels.iloc[order].reset_index(drop=True)
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -204,6 +274,7 @@ def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, 
         "format": RUN_FORMAT, "register": str(register_path.resolve()), "register_size": stat.st_size, "register_mtime_ns": stat.st_mtime_ns,
         "model_uri": ref.uri, "model_version": ref.version, "chunk_rows": chunk_rows, "scorer": engine_key,
         "since": str(since.resolve()) if since else None, "text_source": source.describe(),
+        "since_size_mtime": [since.stat().st_size, since.stat().st_mtime_ns] if since else None,  # its index in OUT.parts is built once
     }
 
 
@@ -257,7 +328,7 @@ def classify_register(
     missing = [c for c in source.required_columns if c not in columns]
     if missing:
         raise RticError(f"register {register_path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(columns[:12])})")
-    previous = Previous.load(since) if since else None
+    since = Previous.check(since) if since else None
     ref = registry.resolve(model_uri, settings)
     model = registry.load(ref, settings)
     model_taxonomy = registry.model_taxonomy_version(model) or ref.taxonomy_version
@@ -283,6 +354,7 @@ def classify_register(
     parts = parts_dir_for(out_path)
     identity = _run_identity(register_path, ref, chunk_rows, scorer_key, Path(since) if since else None, source)
     state, resumed = _prepare_parts(parts, identity, restart)
+    previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
     total, exact = estimate_rows(register_path)
     progress(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
@@ -291,7 +363,7 @@ def classify_register(
 
     counts = {"records": 0, "classified": 0, "carried": 0, "escalated": 0, "exceptions": 0, "reasons": {}, "assigned": {s: 0 for s in sector_ids}}
     started, fresh_records, resumed_chunks = time.monotonic(), 0, 0
-    for chunk in stream_register(register_path, chunk_rows):
+    for chunk in stream_register(register_path, chunk_rows, seen_path=parts / "seen.sqlite"):
         mark = parts / f"chunk-{chunk.index:06d}.json"
         if mark.exists():
             done = json.loads(mark.read_text())
@@ -307,7 +379,9 @@ def classify_register(
                  f"{rate:,.0f} firms/s, ETA {_format_eta(left / rate) if rate else '?'}"
                  + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
 
-    labels_path, exceptions_path = _merge(parts, out_path, previous)
+    if previous is not None:
+        previous.close()
+    labels_path, exceptions_path = _merge(parts, out_path)
     n_classified = counts["classified"] + counts["carried"]
     if counts["records"] != n_classified + counts["exceptions"]:  # the run's own reconciliation
         raise RuntimeError(f"counts do not reconcile: {counts}")
@@ -318,7 +392,7 @@ def classify_register(
                    "escalated_to_transformer": counts["escalated"], "exceptions": counts["exceptions"], "exceptions_by_reason": counts["reasons"],
                    "firms_per_sector": counts["assigned"]},
         "outputs": {"labels": str(labels_path), "exceptions": str(exceptions_path)},
-        "parts": sorted(p.name for p in parts.glob("chunk-??????.parquet")),  # each with .exceptions/.carried/.json beside it
+        "parts": sorted(p.name for p in parts.glob("chunk-??????.parquet")),  # each with .exceptions/.json beside it
     }
     manifest_path = parts / "manifest.json"
     tmp = manifest_path.with_suffix(".tmp")
@@ -339,30 +413,33 @@ def _add_counts(counts: dict, done: dict) -> None:
 
 
 def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previous | None, ref, model_taxonomy: str, sector_ids: list[str], when: str, fast: bool) -> dict:
-    """Score one chunk and commit it: labels part, exceptions part, carried ids, then the counts mark."""
+    """Score one chunk and commit it: labels part (scored and carried rows, in input order), exceptions part, then the counts mark."""
     texts, missing = source.texts(chunk.rows)
-    carried = pd.DataFrame({"firm_id": pd.Series([], dtype=str)})
+    carried = empty_labels()
     if previous is not None and len(texts):
         same = previous.unchanged(texts, ref.version)
-        carried = texts.loc[same, ["firm_id"]].reset_index(drop=True)
+        carried = previous.rows(texts.loc[same, "firm_id"].tolist())
         texts = texts[~same].reset_index(drop=True)
     predictions, errors = predict_guarded(scorer, texts) if len(texts) else (None, pd.DataFrame(columns=EXCEPTION_COLUMNS))
     if predictions is not None and len(predictions):
         scored_texts = texts.set_index("firm_id").loc[predictions["firm_id"], "text"].reset_index(drop=True)
         labels = to_long(predictions.reset_index(drop=True), scored_texts, sector_ids, ref, model_taxonomy, when)
     else:
-        labels = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
+        labels = empty_labels()
+    n_scored = labels["firm_id"].nunique()
+    escalated = int(labels.loc[labels["scored_by"] == "transformer", "firm_id"].nunique()) if fast else 0
+    if len(carried):
+        labels = pd.concat([labels, carried.astype(labels.dtypes.to_dict())], ignore_index=True)
+    labels = in_input_order(labels, chunk.rows)
     exceptions = pd.concat([df for df in (chunk.bad, missing, errors) if len(df)] or [pd.DataFrame(columns=EXCEPTION_COLUMNS)], ignore_index=True)
     exceptions = exceptions[EXCEPTION_COLUMNS].astype({"firm_id": str, "reason": str, "detail": str}).astype({"line": "int64"}).sort_values("line", kind="stable")
     stem = parts / f"chunk-{chunk.index:06d}"
     write_atomically(exceptions.reset_index(drop=True), stem.with_suffix(".exceptions.parquet"))
-    write_atomically(carried, stem.with_suffix(".carried.parquet"))
     write_atomically(labels, stem.with_suffix(".parquet"))
     assigned = labels[labels["assigned"].astype(bool)]
-    n_scored = labels["firm_id"].nunique()
     done = {
-        "records": chunk.records, "classified": int(n_scored), "carried": len(carried), "exceptions": len(exceptions),
-        "escalated": int(labels.loc[labels["scored_by"] == "transformer", "firm_id"].nunique()) if fast else 0,
+        "records": chunk.records, "classified": int(n_scored), "carried": int(carried["firm_id"].nunique()), "exceptions": len(exceptions),
+        "escalated": escalated,
         "reasons": {str(k): int(v) for k, v in exceptions["reason"].value_counts().items()},
         "assigned": {s: int((assigned["sector_id"] == s).sum()) for s in sector_ids},
     }
@@ -372,61 +449,57 @@ def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previou
     return done
 
 
-def _merge(parts: Path, out_path: Path, previous: Previous | None) -> tuple[Path, Path]:
-    """Concatenate the parts (and rows carried from the previous output) into OUT and its exceptions CSV."""
-    import pyarrow as pa
+def _merge(parts: Path, out_path: Path) -> tuple[Path, Path]:
+    """Concatenate the chunk parts, in chunk order, into OUT and its exceptions CSV (one part in memory at a time)."""
+    return (merge_parquet(sorted(parts.glob("chunk-??????.parquet")), out_path, OUTPUT_COLUMNS),
+            merge_csv(sorted(parts.glob("chunk-*.exceptions.parquet")), exceptions_path_for(out_path), EXCEPTION_COLUMNS))
+
+
+def merge_parquet(files: list[Path], out_path: Path, columns: list[str]) -> Path:
+    """Stream Parquet files (in the given order) into one Parquet at out_path, row group by row group."""
     import pyarrow.parquet as pq
 
-    labels_parts = sorted(parts.glob("chunk-??????.parquet"))
-    schema = None
-    tmp_labels = out_path.with_name(f".{out_path.name}.merge.tmp")
+    tmp = out_path.with_name(f".{out_path.name}.merge.tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = None
     try:
-        for part in labels_parts:
-            table = pq.read_table(part)
-            if table.num_rows == 0:
-                continue
-            schema = schema or table.schema
-            writer = writer or pq.ParquetWriter(tmp_labels, schema)
-            writer.write_table(table.cast(schema))
-        if previous is not None:
-            carried = [pq.read_table(p, columns=["firm_id"]).column("firm_id") for p in sorted(parts.glob("chunk-*.carried.parquet"))]
-            ids = pa.concat_arrays([c.combine_chunks().cast(pa.string()) for c in carried if len(c)]) if any(len(c) for c in carried) else None
-            if ids is not None:
-                import pyarrow.compute as pc
-
-                for batch in pq.ParquetFile(previous.path).iter_batches(batch_size=65536):
-                    keep = batch.filter(pc.is_in(batch.column("firm_id").cast(pa.string()), value_set=ids))
-                    if keep.num_rows == 0:
-                        continue
-                    table = pa.Table.from_batches([keep])
-                    if "scored_by" not in table.column_names:
-                        table = table.append_column("scored_by", pa.array(["transformer"] * table.num_rows))
-                    schema = schema or table.select(OUTPUT_COLUMNS).schema
-                    writer = writer or pq.ParquetWriter(tmp_labels, schema)
-                    writer.write_table(table.select(OUTPUT_COLUMNS).cast(schema))
+        for part in files:
+            source = pq.ParquetFile(part)
+            for rg in range(source.num_row_groups):
+                table = source.read_row_group(rg, columns=columns)
+                if table.num_rows == 0:
+                    continue
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
         if writer is None:  # nothing classified: still an (empty) table with the contract's columns
-            empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
-            empty.to_parquet(tmp_labels, index=False)
+            empty_labels()[columns].to_parquet(tmp, index=False)
         else:
             writer.close()
-        os.replace(tmp_labels, out_path)
+        os.replace(tmp, out_path)
     finally:
-        if os.path.exists(tmp_labels):
-            os.unlink(tmp_labels)
-    exceptions_path = exceptions_path_for(out_path)
-    tmp_exc = exceptions_path.with_name(f".{exceptions_path.name}.merge.tmp")
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+def merge_csv(files: list[Path], out_path: Path, columns: list[str]) -> Path:
+    """Stream Parquet files (in the given order) into one CSV at out_path, row group by row group."""
+    import pyarrow.parquet as pq
+
+    tmp = out_path.with_name(f".{out_path.name}.merge.tmp")
     try:
         header = True
-        with open(tmp_exc, "w", encoding="utf-8", newline="") as fh:
-            for part in sorted(parts.glob("chunk-*.exceptions.parquet")):
-                pd.read_parquet(part).reindex(columns=EXCEPTION_COLUMNS).to_csv(fh, index=False, header=header)
-                header = False
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            for part in files:
+                source = pq.ParquetFile(part)
+                for rg in range(source.num_row_groups):
+                    source.read_row_group(rg).to_pandas().reindex(columns=columns).to_csv(fh, index=False, header=header)
+                    header = False
             if header:
-                pd.DataFrame(columns=EXCEPTION_COLUMNS).to_csv(fh, index=False)
-        os.replace(tmp_exc, exceptions_path)
+                pd.DataFrame(columns=columns).to_csv(fh, index=False)
+        os.replace(tmp, out_path)
     finally:
-        if os.path.exists(tmp_exc):
-            os.unlink(tmp_exc)
-    return out_path, exceptions_path
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path

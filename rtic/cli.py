@@ -68,11 +68,15 @@ def cmd_classify(args) -> int:
     if args.engine == "spark":
         from rtic.spark import classify_spark
 
-        if args.fast or args.since or args.restart or args.store:
-            raise RticError("--fast, --since, --restart and --store work with the local engine only (Spark runs the registered model on every firm)")
+        local_only = [flag for flag, given in (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None), ("--since", args.since),
+                                               ("--restart", args.restart), ("--store", args.store)) if given]
+        if local_only:
+            raise RticError(f"{', '.join(local_only)}: local engine only (Spark runs the registered model on every firm); drop it or use --engine local")
         result = classify_spark(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
                                 master=args.spark_master, progress=quiet)
     else:
+        if args.spark_master:
+            raise RticError("--spark-master needs --engine spark")
         from rtic.classify import CrawlStoreText, classify_register
 
         source = CrawlStoreText(args.store) if args.store else None

@@ -3,7 +3,7 @@
 `read_register` loads a whole (small) register and refuses bad ones; `stream_register` reads a register
 of any size in chunks of raw records and turns row-level problems (wrong field count, bad UTF-8, empty or
 repeated firm_id) into exception rows with their line numbers, so one bad row never stops a 5-million-row
-run. Whole-file problems (missing or empty file, no firm_id column) stay one-line RticErrors.
+run. The ids seen so far live in SQLite on disk (`SeenIds`), not in memory. Whole-file problems (missing or empty file, no firm_id column) stay one-line RticErrors.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
 from rtic.errors import RticError
@@ -128,43 +129,103 @@ def _has_bad_bytes(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _finish(records: list[dict], bad: list[dict], columns: list[str], seen: set[str], companies_house: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_record(row: list[str], width: int, id_at: int | None, line: int) -> dict | None:
+    """The exception row for a raw CSV record with the wrong field count or bytes that are not UTF-8, else None.
+
+    Shared by the local reader and the Spark engine so both give the same reasons and details.
+    """
+    if len(row) != width:
+        return {"firm_id": _id_of(row, id_at), "line": line, "reason": "malformed row", "detail": f"expected {width} fields, found {len(row)}"}
+    if any(_has_bad_bytes(v) for v in row):
+        return {"firm_id": _id_of(row, id_at), "line": line, "reason": "bad encoding", "detail": "row is not valid UTF-8"}
+    return None
+
+
+def id_column(header: list[str]) -> int | None:
+    """Where the raw header keeps the firm id (firm_id, or Companies House's CompanyNumber)."""
+    return header.index("firm_id") if "firm_id" in header else next((i for i, h in enumerate(header) if h.strip() == "CompanyNumber"), None)
+
+
+EMPTY_ID = ("empty firm_id", "row has no firm_id")
+DUPLICATE_ID = ("duplicate firm_id", "firm_id already seen earlier in the register; first row kept")
+
+
+class SeenIds:
+    """firm_id → line of its first row, in SQLite on disk: memory stays flat at any register size.
+
+    Marking is idempotent (first line wins, by line number), so a resumed run that re-reads its
+    finished chunks, or re-does a chunk it was killed in, finds the same first rows as an unbroken run.
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        import sqlite3
+        import tempfile
+
+        self._tmp = None
+        if path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="rtic-seen-")
+            path = Path(self._tmp.name) / "seen.sqlite"
+        self.db = sqlite3.connect(str(path))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (firm_id TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+
+    def repeated(self, ids: list[str], lines: list[int]) -> list[bool]:
+        """Record these rows' ids, then say which rows repeat an id whose first row is on an earlier line."""
+        with self.db:
+            self.db.executemany("INSERT INTO seen VALUES (?, ?) ON CONFLICT(firm_id) DO UPDATE SET line = MIN(line, excluded.line)",
+                                zip(ids, lines))
+        first: dict[str, int] = {}
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), 500):  # under SQLite's bound-parameter limit
+            batch = unique[i : i + 500]
+            first.update(self.db.execute(f"SELECT firm_id, line FROM seen WHERE firm_id IN ({','.join('?' * len(batch))})", batch))
+        return [first[fid] < line for fid, line in zip(ids, lines)]
+
+    def close(self) -> None:
+        self.db.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _finish(records: list[dict], bad: list[dict], columns: list[str], seen: SeenIds, companies_house: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Map, strip ids, and move rows with an empty or repeated firm_id to the bad list (first one wins)."""
     frame = pd.DataFrame.from_records(records, columns=columns + ["line"]) if records else pd.DataFrame(columns=columns + ["line"])
     if companies_house:
         frame = from_companies_house(frame)
     frame["firm_id"] = frame["firm_id"].fillna("").astype(str).str.strip()
-    keep = []
-    for fid, line in zip(frame["firm_id"], frame["line"]):
-        if not fid:
-            bad.append({"firm_id": "", "line": line, "reason": "empty firm_id", "detail": "row has no firm_id"})
-            keep.append(False)
-        elif fid in seen:
-            bad.append({"firm_id": fid, "line": line, "reason": "duplicate firm_id", "detail": "firm_id already seen earlier in the register; first row kept"})
-            keep.append(False)
-        else:
-            seen.add(fid)
-            keep.append(True)
+    empty = (frame["firm_id"] == "").to_numpy()
+    repeated = np.zeros(len(frame), dtype=bool)
+    if (~empty).any():
+        repeated[~empty] = seen.repeated(frame["firm_id"][~empty].tolist(), [int(v) for v in frame["line"][~empty]])
+    for fid, line, is_empty, is_repeated in zip(frame["firm_id"], frame["line"], empty, repeated):
+        if is_empty or is_repeated:
+            reason, detail = EMPTY_ID if is_empty else DUPLICATE_ID
+            bad.append({"firm_id": fid, "line": line, "reason": reason, "detail": detail})
     bad_frame = pd.DataFrame(bad, columns=BAD_ROW_COLUMNS).sort_values("line", kind="stable").reset_index(drop=True)
-    return frame[keep].reset_index(drop=True), bad_frame
+    return frame[~(empty | repeated)].reset_index(drop=True), bad_frame
 
 
-def stream_register(path: str | Path, chunk_rows: int = 2048) -> Iterator[RegisterChunk]:
+def stream_register(path: str | Path, chunk_rows: int = 2048, seen_path: str | Path | None = None) -> Iterator[RegisterChunk]:
     """Yield the register in chunks of `chunk_rows` raw records, with row-level problems as exception rows.
 
-    Memory is one chunk plus the set of firm_ids seen (for duplicate detection). Chunk boundaries depend
-    only on the file and `chunk_rows`, so a resumed run sees exactly the chunks of the first.
+    Memory is one chunk: the firm_ids seen (for duplicate detection) live in SQLite at `seen_path` (a
+    temporary file when None; a run keeps it beside its parts so a resume reuses it). Chunk boundaries
+    depend only on the file and `chunk_rows`, so a resumed run sees exactly the chunks of the first.
     """
     path = check_input_file(path, "register")
     register_columns(path)  # whole-file checks before the first chunk
-    seen: set[str] = set()
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        yield from _stream_parquet(path, chunk_rows, seen)
-    else:
-        yield from _stream_csv(path, chunk_rows, seen)
+    seen = SeenIds(seen_path)
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            yield from _stream_parquet(path, chunk_rows, seen)
+        else:
+            yield from _stream_csv(path, chunk_rows, seen)
+    finally:
+        seen.close()
 
 
-def _stream_parquet(path: Path, chunk_rows: int, seen: set[str]) -> Iterator[RegisterChunk]:
+def _stream_parquet(path: Path, chunk_rows: int, seen: SeenIds) -> Iterator[RegisterChunk]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
@@ -184,7 +245,7 @@ def _stream_parquet(path: Path, chunk_rows: int, seen: set[str]) -> Iterator[Reg
         raise RticError(f"register {path} has a header but no firms")
 
 
-def _stream_csv(path: Path, chunk_rows: int, seen: set[str]) -> Iterator[RegisterChunk]:
+def _stream_csv(path: Path, chunk_rows: int, seen: SeenIds) -> Iterator[RegisterChunk]:
     size = max(path.stat().st_size, 1)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # website text can exceed csv's 128 KiB default
     with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
@@ -192,17 +253,16 @@ def _stream_csv(path: Path, chunk_rows: int, seen: set[str]) -> Iterator[Registe
         header = next(reader)
         width = len(header)
         companies_house = is_companies_house(pd.DataFrame(columns=header))
-        id_at = header.index("firm_id") if "firm_id" in header else next((i for i, h in enumerate(header) if h.strip() == "CompanyNumber"), None)
+        id_at = id_column(header)
         index, records, bad, count, line = 0, [], [], 0, reader.line_num
         for row in reader:
             start, line = line + 1, reader.line_num  # a quoted field may span several physical lines
             if not row:  # blank line: not a record
                 continue
             count += 1
-            if len(row) != width:
-                bad.append({"firm_id": _id_of(row, id_at), "line": start, "reason": "malformed row", "detail": f"expected {width} fields, found {len(row)}"})
-            elif any(_has_bad_bytes(v) for v in row):
-                bad.append({"firm_id": _id_of(row, id_at), "line": start, "reason": "bad encoding", "detail": "row is not valid UTF-8"})
+            problem = check_record(row, width, id_at, start)
+            if problem:
+                bad.append(problem)
             else:
                 records.append({**dict(zip(header, row)), "line": start})
             if count == chunk_rows:

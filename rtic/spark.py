@@ -3,10 +3,11 @@
 The model runs through `mlflow.pyfunc.spark_udf` (env_manager="local": executors use the Python they
 have, which must have rtic's requirements installed). The register is read by Spark, checked the same
 way as the local engine (empty or repeated firm_id, no text, malformed rows), scored, turned into the
-long firm-labels contract, and written by Spark as a Parquet folder `OUT.parts/spark-labels/` (and
-`spark-exceptions/`); when OUT is on a local disk the driver then merges them into OUT and its
-exceptions CSV, like the local engine. Spark has no line numbers for a CSV read in parallel, so
-exception rows carry `line` empty; use the local engine when line numbers matter.
+long firm-labels contract, and written by Spark, sorted in register order, as a Parquet folder
+`OUT.parts/spark-labels/` (and `spark-exceptions/`); the driver then streams them, part file by part
+file, into OUT and its exceptions CSV. A CSV register is read by Spark as raw lines with their line
+numbers (`rtic.spark_register`), so exception rows carry the same line numbers and reasons as the local
+engine's.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-
 from rtic import registry
-from rtic.classify import EXCEPTION_COLUMNS, OUTPUT_COLUMNS, ClassifyResult, exceptions_path_for, parts_dir_for
+from rtic.classify import EXCEPTION_COLUMNS, OUTPUT_COLUMNS, ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
-from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, register_columns
+from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, DUPLICATE_ID, EMPTY_ID, register_columns
+from rtic.spark_register import read_csv_records
 from rtic.tables import PARQUET_SUFFIXES
 from rtic.taxonomy import load_taxonomy
 
@@ -44,33 +44,42 @@ def spark_session(master: str | None = None, app: str = "rtic-classify"):
 
 
 def read_register_spark(spark, path: Path, columns: list[str]):
-    """The register as a Spark DataFrame of strings, mapped to the contract, with `_malformed` rows flagged."""
+    """The register as a Spark DataFrame of strings, mapped to the contract, with `line` (CSV: the physical
+    line where the row starts; Parquet: the 1-based row number) and `_reason`/`_detail` set for rows the
+    reader rejects (malformed, bad encoding), exactly as the local reader numbers and rejects them."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
 
     if path.suffix.lower() in PARQUET_SUFFIXES:
         df = spark.read.parquet(str(path))
-        df = df.select([F.col(f"`{c}`").cast("string").alias(c) for c in df.columns]).withColumn("_malformed", F.lit(None).cast("string"))
+        df = df.select([F.coalesce(F.col(f"`{c}`").cast("string"), F.lit("")).alias(c) for c in df.columns]
+                       + [(F.col("_metadata.row_index") + 1).alias("line")])
+        df = df.withColumn("_reason", F.lit(None).cast("string")).withColumn("_detail", F.lit(None).cast("string")).withColumn("_bad_id", F.lit(None).cast("string"))
     else:
         import csv
 
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
             header = next(csv.reader(fh))
-        schema = StructType([StructField(h, StringType()) for h in header] + [StructField("_malformed", StringType())])
-        df = (spark.read.option("header", True).option("multiLine", True).option("escape", '"').option("mode", "PERMISSIVE")
-              .option("columnNameOfCorruptRecord", "_malformed").option("enforceSchema", True).schema(schema).csv(str(path)))
-    stripped = {c: c.strip() for c in df.columns}
-    df = df.select([F.col(f"`{c}`").alias(stripped[c]) for c in df.columns])
+        df = read_csv_records(spark, str(path), header)
+    internal = {"line", "_reason", "_detail", "_bad_id"}
+    df = df.select([F.col(f"`{c}`").alias(c if c in internal else c.strip()) for c in df.columns])
     if "CompanyNumber" in df.columns:
         sic = [c for c in CH_SIC_COLUMNS if c in df.columns]
         for old, new in COMPANIES_HOUSE_COLUMNS.items():
             if old in df.columns:
                 df = df.withColumnRenamed(old, new)
         if sic:
-            codes = [F.trim(F.split(F.coalesce(F.col(f"`{c}`"), F.lit("")), " - ").getItem(0)) for c in sic]
+            codes = [strip(F.split(F.coalesce(F.col(f"`{c}`"), F.lit("")), " - ").getItem(0)) for c in sic]
             kept = [F.when((c != "") & (F.lower(c) != "none supplied"), c) for c in codes]
             df = df.withColumn("sic_codes", F.concat_ws("|", *kept))
-    return df.withColumn("firm_id", F.trim(F.coalesce(F.col("firm_id"), F.lit(""))))
+    # A rejected row keeps the id the reader could read from it, so the analyst can find the firm.
+    return df.withColumn("firm_id", F.when(F.col("_reason").isNotNull(), F.col("_bad_id")).otherwise(strip(F.coalesce(F.col("firm_id"), F.lit("")))))
+
+
+def strip(column):
+    """Python's str.strip() in Spark (F.trim removes spaces only, not tabs or newlines)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(column, r"^\s+|\s+$", "")
 
 
 def classify_spark(
@@ -84,6 +93,7 @@ def classify_spark(
     progress=print,
 ) -> ClassifyResult:
     import mlflow.pyfunc
+    from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -104,59 +114,56 @@ def classify_spark(
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     progress(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
 
-    df = read_register_spark(spark, register_path, columns).withColumn("_order", F.monotonically_increasing_id())
-    first = Window.partitionBy("firm_id").orderBy("_order")
-    df = df.withColumn("_nth", F.when(F.col("firm_id") != "", F.row_number().over(first)))
+    df = read_register_spark(spark, register_path, columns)
+    # First row wins among well-formed rows with an id, as in the local reader.
+    first = Window.partitionBy("firm_id", F.col("_reason").isNull()).orderBy("line")
+    df = df.withColumn("_nth", F.when(F.col("_reason").isNull() & (F.col("firm_id") != ""), F.row_number().over(first)))
     text = F.coalesce(F.col("text"), F.lit(""))
-    no_site = (F.trim(F.coalesce(F.col("website"), F.lit(""))) == "") if "website" in df.columns else F.lit(False)
-    reason = (F.when(F.col("_malformed").isNotNull(), F.lit("malformed row"))
-              .when(F.col("firm_id") == "", F.lit("empty firm_id"))
-              .when(F.col("_nth") > 1, F.lit("duplicate firm_id"))
-              .when((F.trim(text) == "") & no_site, F.lit("no website"))
-              .when(F.trim(text) == "", F.lit("no text")))
-    detail = (F.when(F.col("_malformed").isNotNull(), F.lit("row does not parse as the header's columns"))
-              .when(F.col("firm_id") == "", F.lit("row has no firm_id"))
-              .when(F.col("_nth") > 1, F.lit("firm_id already seen earlier in the register; first row kept"))
-              .when((F.trim(text) == "") & no_site, F.lit("register row has no website and no text"))
+    no_site = (strip(F.coalesce(F.col("website"), F.lit(""))) == "") if "website" in df.columns else F.lit(False)
+    empty_text = F.length(strip(text)) == 0
+    reason = (F.when(F.col("_reason").isNotNull(), F.col("_reason"))
+              .when(F.col("firm_id") == "", F.lit(EMPTY_ID[0]))
+              .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[0]))
+              .when(empty_text & no_site, F.lit("no website"))
+              .when(empty_text, F.lit("no text")))
+    detail = (F.when(F.col("_reason").isNotNull(), F.col("_detail"))
+              .when(F.col("firm_id") == "", F.lit(EMPTY_ID[1]))
+              .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[1]))
+              .when(empty_text & no_site, F.lit("register row has no website and no text"))
               .otherwise(F.lit("register row has an empty text column")))
-    df = df.withColumn("_reason", reason).withColumn("_detail", detail).cache()
+    df = df.withColumn("reason", reason).withColumn("detail", detail).select("firm_id", "line", "text", "reason", "detail").cache()
 
     udf = mlflow.pyfunc.spark_udf(
         spark, ref.uri, env_manager="local", params={"taxonomy_version": model_taxonomy},
         model_config=registry.load_config(settings),
         result_type=", ".join(f"`{probability_column(s)}` double, `{assigned_column(s)}` boolean" for s in sector_ids),
     )
-    good = df.where(F.col("_reason").isNull()).select("firm_id", "text")
-    scored = good.withColumn("_p", udf(F.struct(F.col("text"), F.col("firm_id"))))
+    scored = df.where(F.col("reason").isNull()).withColumn("_p", udf(F.struct(F.col("text"), F.col("firm_id"))))
     per_sector = F.array(*[F.struct(F.lit(s).alias("sector_id"), F.col("_p")[probability_column(s)].alias("probability"),
                                     F.col("_p")[assigned_column(s)].alias("assigned")) for s in sector_ids])
-    labels = (scored.select("firm_id", F.sha2(F.col("text"), 256).alias("text_sha256"), F.explode(per_sector).alias("_s"))
-              .select("firm_id", "_s.sector_id", "_s.probability", "_s.assigned",
+    labels = (scored.select("firm_id", "line", F.sha2(F.col("text"), 256).alias("text_sha256"), F.explode(per_sector).alias("_s"))
+              .select("line", "firm_id", "_s.sector_id", "_s.probability", "_s.assigned",
                       F.lit(ref.name).alias("model_name"), F.lit(ref.version).alias("model_version"), F.lit(model_taxonomy).alias("taxonomy_version"),
                       "text_sha256", F.lit(when).alias("classified_at"), F.lit("transformer").alias("scored_by"))
-              .select(*OUTPUT_COLUMNS))
-    exceptions = df.where(F.col("_reason").isNotNull()).select(
-        "firm_id", F.lit(None).cast("long").alias("line"), F.col("_reason").alias("reason"), F.col("_detail").alias("detail"))
+              .persist(StorageLevel.MEMORY_AND_DISK))  # scored once: the sort below samples it before writing it
+    ordered = labels.orderBy("line", "sector_id")  # register order, like the local engine: part files come out in order
+    exceptions = df.where(F.col("reason").isNotNull()).select(*EXCEPTION_COLUMNS).orderBy("line")
 
     parts = parts_dir_for(out_path)
     if parts.exists():
         shutil.rmtree(parts)
     labels_dir, exceptions_dir = parts / "spark-labels", parts / "spark-exceptions"
-    labels.write.mode("overwrite").parquet(str(labels_dir))
+    ordered.write.mode("overwrite").parquet(str(labels_dir))
     exceptions.write.mode("overwrite").parquet(str(exceptions_dir))
-    n_input = df.count()
+    counts = df.select(F.count(F.lit(1)).alias("rows"), F.count_if(F.col("reason").isNull()).alias("classified")).first()
+    reasons = {r["reason"]: int(r["count"]) for r in df.where(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
+    assigned = spark.read.parquet(str(labels_dir)).where("assigned").groupBy("sector_id").count().collect()
+    labels.unpersist()
     df.unpersist()
 
-    # Merge on the driver (OUT is local here), sorted like the local engine writes each chunk.
-    label_frame = pd.read_parquet(labels_dir)
-    label_frame = label_frame.sort_values(["firm_id", "sector_id"], kind="stable").reset_index(drop=True) if len(label_frame) else label_frame
-    exc_frame = pd.read_parquet(exceptions_dir).reindex(columns=EXCEPTION_COLUMNS) if any(exceptions_dir.glob("*.parquet")) else pd.DataFrame(columns=EXCEPTION_COLUMNS)
-    from rtic.tables import write_atomically
-
-    write_atomically(label_frame[OUTPUT_COLUMNS], out_path)
-    exceptions_path = write_atomically(exc_frame, exceptions_path_for(out_path))
-    assigned = label_frame[label_frame["assigned"].astype(bool)]
-    per = {s: int((assigned["sector_id"] == s).sum()) for s in sector_ids}
-    n_classified = int(label_frame["firm_id"].nunique())
-    reasons = {str(k): int(v) for k, v in exc_frame["reason"].value_counts().items()}
-    return ClassifyResult(out_path, exceptions_path, n_input, n_classified, len(exc_frame), per, ref, exceptions_by_reason=reasons)
+    # Merge on the driver (OUT is local here), part file by part file, row group by row group: bounded memory.
+    merge_parquet(sorted(labels_dir.glob("part-*.parquet")), out_path, OUTPUT_COLUMNS)
+    exceptions_path = merge_csv(sorted(exceptions_dir.glob("part-*.parquet")), exceptions_path_for(out_path), EXCEPTION_COLUMNS)
+    per = {s: 0 for s in sector_ids} | {r["sector_id"]: int(r["count"]) for r in assigned}
+    n_exceptions = sum(reasons.values())
+    return ClassifyResult(out_path, exceptions_path, int(counts["rows"]), int(counts["classified"]), n_exceptions, per, ref, exceptions_by_reason=reasons)
