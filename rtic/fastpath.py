@@ -45,12 +45,13 @@ STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe change
 HEAD_METHOD = "ridge-map-v2"  # change when the head recipe changes: cached heads are then rebuilt
 # Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
 # speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
-DEFAULT_MARGIN = 2.0
+DEFAULT_MARGIN = 0.5
 MAX_MARGIN = 100.0  # large enough to re-score every firm
 DEFAULT_SAMPLE = 2000  # register firms embedded with the transformer to fit the head
 MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
+SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
 Z_TABLE = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
 
@@ -308,10 +309,24 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
     head.ridge_lambda = min(errors, key=errors.get)
     approx = cross_fit(head.ridge_lambda)
     true, fast = calibrated_logits(clf, _Known(texts, E), texts), calibrated_logits(clf, _Known(texts, approx), texts)
-    head.sigma = np.maximum((true - fast).std(axis=0), 1e-6)
+    head.sigma = residual_sigma(true, fast, threshold_logits(clf))
     head.validation = escalation_table(true, fast, head.sigma, threshold_logits(clf))
     head.matrix = _ridge(S, E, head.ridge_lambda)
     return head
+
+
+def residual_sigma(true: np.ndarray, fast: np.ndarray, cut: np.ndarray, band: float = SIGMA_BAND, least: int = 20) -> np.ndarray:
+    """Per sector, the spread of (true - fast) logits among texts whose true logit is within `band` of the threshold.
+
+    Residuals grow with the logit (saturated scores are far off but far from any decision), so the spread
+    that matters is the one near the threshold; all texts are used for a sector with fewer than `least` there.
+    """
+    sigma = np.zeros(true.shape[1])
+    for j in range(true.shape[1]):
+        near = np.abs(true[:, j] - cut[j]) < band
+        residual = (true - fast)[near if near.sum() >= least else slice(None), j]
+        sigma[j] = max(float(np.sqrt(np.mean(residual**2))), 1e-6)
+    return sigma
 
 
 def escalation_table(true: np.ndarray, fast: np.ndarray, sigma: np.ndarray, cut: np.ndarray, zs: Sequence[float] = Z_TABLE) -> list[dict]:
