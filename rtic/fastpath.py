@@ -9,7 +9,7 @@ Head (distilled *scores*, not labels): the registered model is, per sector, a lo
 [transformer embedding, TF-IDF] → Platt → threshold. Everything but the embedding is computed exactly;
 the embedding is replaced by a ridge map of the static embedding, fitted to the transformer's own
 vectors on a distillation corpus (a random sample of the register with `rtic fastpath build --register`,
-else the model's training texts and their lead sentences). So the fast pass runs the registered
+plus the model's training texts and their lead sentences), and L2-normalised like the transformer's. So the fast pass runs the registered
 classifier itself, with only the embedding approximated. Cross-fitted residuals of each sector's
 calibrated logit give sigma per sector; built once per (model version, static table), cached under
 models/static/ with its validation table.
@@ -52,7 +52,7 @@ MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
 SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
-Z_TABLE = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+Z_TABLE = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
 MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
 
 
@@ -70,7 +70,10 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     if path.exists() and not force:
         return path
     import torch
+    import transformers
     from transformers import AutoModel, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
 
     model_dir = bundled_model_dir()
     verify_weights(model_dir)
@@ -195,7 +198,13 @@ class MappedEncoder:
         self.matrix = matrix  # (dims + 1, dims): the last row is the intercept
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return (self.static.encode(texts) @ self.matrix[:-1] + self.matrix[-1]).astype(np.float32)
+        return apply_map(self.static.encode(texts), self.matrix)
+
+
+def apply_map(static: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Mapped vectors, L2-normalised like the transformer's (ridge shrinks them; the classifier saw unit vectors)."""
+    out = static @ matrix[:-1] + matrix[-1]
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class _Known:
@@ -301,8 +310,7 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
         out = np.zeros_like(E)
         for k in range(FOLDS):
             test = folds == k
-            m = _ridge(S[~test], E[~test], lam)
-            out[test] = S[test] @ m[:-1] + m[-1]
+            out[test] = apply_map(S[test], _ridge(S[~test], E[~test], lam))
         return out
 
     errors = {lam: float(((cross_fit(lam) - E) ** 2).sum(axis=1).mean()) for lam in RIDGE_LAMBDAS}
@@ -442,6 +450,10 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
     if register is not None:
         texts = sample_register(register, sample, source, progress=progress)
         corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
+        # The model's training texts too: their transformer vectors are cached since training, and more
+        # texts fit a better map (measured on held-out website text: scripts/bench_batch.py).
+        extra = teacher_texts(ref, settings, progress)
+        texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
     table = build_static_model(settings, force=force, progress=progress)
     head, path = ensure_head(ref, registry.load(ref, settings), settings, texts, corpus, force=force, progress=progress)
     return table, head, path

@@ -45,7 +45,7 @@ def test_sample_register_is_uniform_deterministic_and_skips_firms_without_text(t
 
 def test_build_reports_the_head_and_its_validation_table(distilled, settings):
     out = distilled.stdout
-    assert "distilled on 160 texts (random sample of 160 firms from distil.csv)" in out
+    assert "(random sample of 160 firms from distil.csv, and the model's" in out
     assert "residual sigma" in out and "z 2.0:" in out
     assert list(settings.home.joinpath("static").glob("head-*.joblib"))
 
