@@ -149,6 +149,9 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
     distil_csv, eval_csv = register_of(distil, work / f"distil_{kind}.csv", "D"), register_of(evaluation, work / f"eval_{kind}.csv", "E")
     for f in work.glob(f"cache_*_{kind}.sqlite*"):
         f.unlink()
+    # Distillation starts from the cache training left (the model's training texts are in it, as on a user's
+    # machine); the evaluation runs below start cold.
+    shutil.copy(work / "home" / "embedding_cache.sqlite", work / f"cache_distil_{kind}.sqlite")
     env = {**base_env, "RTIC_EMBEDDING_CACHE": str(work / f"cache_distil_{kind}.sqlite")}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "rtic.cli", "fastpath", "build", "--register", str(distil_csv), "--sample", str(len(distil))],
