@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
                    "firms near a threshold with the transformer (builds models/static/ on first use)")
     p.add_argument("--fast-margin", type=float, metavar="Z", help="fast path: re-score a firm when any sector's fast logit is within Z "
-                   "residual standard deviations of its threshold (default 0.5; 0: never; larger: closer to the transformer, slower; "
+                   "residual standard deviations of its threshold (default 0.2; 0: never; larger: closer to the transformer, slower; "
                    "`rtic fastpath build` prints the trade-off)")
     p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
                    "run the same registered model through mlflow.pyfunc.spark_udf")

@@ -45,7 +45,7 @@ STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe change
 HEAD_METHOD = "ridge-map-v2"  # change when the head recipe changes: cached heads are then rebuilt
 # Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
 # speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
-DEFAULT_MARGIN = 0.5
+DEFAULT_MARGIN = 0.2  # the smallest z meeting 97% of (firm, sector) decisions on both text kinds in bench_batch
 MAX_MARGIN = 100.0  # large enough to re-score every firm
 DEFAULT_SAMPLE = 2000  # register firms embedded with the transformer to fit the head
 MIN_CORPUS = 50
