@@ -469,11 +469,28 @@ def cmd_taxonomy_add_sector(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(result.message)
 def cmd_fastpath_build(args) -> int:
-    from rtic.fastpath import build_static_model
+    from rtic.fastpath import build_fast_path
 
     settings = Settings.from_env()
-    path = build_static_model(settings, force=args.force, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(f"static embedding model: {path}")
+    quiet = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    source = None
+    if args.store:
+        from rtic.classify import CrawlStoreText
+
+        source = CrawlStoreText(args.store)
+    table, head, head_path = build_fast_path(settings, model_uri=args.model, register=args.register, sample=args.sample, source=source,
+                                             force=args.force, progress=quiet)
+    print(f"static embedding model: {table}")
+    if head is None:
+        print("no registered model yet: the fast head is built for a model by `rtic fastpath build` or the first `rtic classify --fast`")
+        return 0
+    print(f"fast head for {head.model_uri}: {head_path}\n  distilled on {head.n_texts:,} texts ({head.corpus}); ridge lambda {head.ridge_lambda:g}")
+    print("  residual sigma of each sector's calibrated logit: " + ", ".join(f"{s} {v:.2f}" for s, v in zip(head.sector_ids, head.sigma)))
+    if head.validation:
+        print("  cross-fitted on that corpus: margin z -> firms re-scored by the transformer, agreement with transformer-only labels")
+        for row in head.validation:
+            print(f"    z {row['z']:3.1f}: {row['rescored']:6.1%} re-scored, {row['cell_agreement']:.2%} of (firm, sector) decisions, "
+                  f"{row['firm_agreement']:.2%} of firms identical")
     return 0
 
 
@@ -530,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in OUT's .parts/ folder instead of resuming it")
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
                    "firms near a threshold with the transformer (builds models/static/ on first use)")
-    p.add_argument("--fast-margin", type=float, help="fast path: re-score a firm when any sector's probability is within this of its "
-                   "threshold (default 0.1; larger: closer to the transformer, slower)")
+    p.add_argument("--fast-margin", type=float, metavar="Z", help="fast path: re-score a firm when any sector's fast logit is within Z "
+                   "residual standard deviations of its threshold (default 0.2; 0: never; larger: closer to the transformer, slower; "
+                   "`rtic fastpath build` prints the trade-off)")
     p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
                    "run the same registered model through mlflow.pyfunc.spark_udf")
     p.add_argument("--spark-master", help="Spark master URL for --engine spark (default: local[*], or what spark-submit set)")
@@ -759,13 +777,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", help="taxonomy YAML the sector ids must belong to (default: bundled)")
     p.set_defaults(func=cmd_label_import)
 
-    p = sub.add_parser("fastpath", help="build the fast path's static embedding model")
+    p = sub.add_parser("fastpath", help="build the fast path's static embedding model and the head for a model")
     fp_sub = p.add_subparsers(dest="fastpath_command", required=True, metavar="ACTION")
-    p = fp_sub.add_parser("build", help="distil a static token-embedding table from the bundled MiniLM into models/static/",
-                          description="Run every token of the bundled all-MiniLM-L6-v2 vocabulary through the model once and keep "
-                          "its vector (model2vec-style distillation). Offline; takes a minute on two cores; `rtic classify --fast` "
-                          "builds it on first use too.")
-    p.add_argument("--force", action="store_true", help="rebuild even when the table exists")
+    p = fp_sub.add_parser("build", help="distil the static token table and the model's fast head into models/static/",
+                          description="1. Run every token of the bundled all-MiniLM-L6-v2 vocabulary through the model once and keep "
+                          "its vector (model2vec-style distillation; offline, a minute on two cores). 2. For the registered model, fit a "
+                          "ridge map from static to transformer embeddings on a distillation corpus, so the fast pass runs the model's "
+                          "own classifier with only the embedding approximated, and measure each sector's residual by cross-fitting "
+                          "(printed as a table of margin z -> share re-scored, agreement). Best corpus: a random sample of the register "
+                          "you will classify (--register); otherwise the model's training texts. The sampled firms' transformer "
+                          "embeddings go to the embedding cache, so classifying them later costs nothing. `rtic classify --fast` builds "
+                          "what is missing on first use.")
+    p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
+    p.add_argument("--register", help="register (CSV or Parquet, with a text column, or with --store) to sample the distillation corpus from")
+    p.add_argument("--store", help="crawl store to read the sampled firms' text from (as `rtic classify --store`)")
+    p.add_argument("--sample", type=int, default=2000, help="firms to sample from --register (default 2000; about a minute per 100 "
+                   "website-length texts on two cores, less for short ones)")
+    p.add_argument("--force", action="store_true", help="rebuild the table and the head even when they exist")
     p.set_defaults(func=cmd_fastpath_build)
     return parser
 

@@ -1,41 +1,58 @@
-"""The fast path: a cheap static-embedding pass over every firm, the transformer only near a threshold.
+"""The fast path: a cheap static pass over every firm, the transformer only where it could change a label.
 
 Static model (model2vec-style distillation, made here, never downloaded): every token of the bundled
 all-MiniLM-L6-v2 vocabulary is run through the transformer once as `[CLS] token [SEP]`, mean-pooled like
 the sentence model, and the vocabulary's mean vector is subtracted (the component every token shares).
 A text's static embedding is the mean of its tokens' vectors — a table look-up, no transformer.
 
-Head: a SectorClassifier (static embedding + TF-IDF features, the project's usual calibrated
-per-sector logistic regressions) distilled from the registered model: it is fitted on the model's own
-training texts (and their lead sentences) with the *registered model's* labels as targets, so it learns
-to agree with the transformer rather than with the hand labels. It is built once per model version and
-cached under models/static/.
+Head (distilled *scores*, not labels): the registered model is, per sector, a logistic regression on
+[transformer embedding, TF-IDF] → Platt → threshold. Everything but the embedding is computed exactly;
+the embedding is replaced by a ridge map of the static embedding, fitted to the transformer's own
+vectors on a distillation corpus (a random sample of the register with `rtic fastpath build --register`,
+plus the model's training texts and their lead sentences), and L2-normalised like the transformer's. So the fast pass runs the registered
+classifier itself, with only the embedding approximated. Cross-fitted residuals of each sector's
+calibrated logit give sigma per sector; built once per (model version, static table), cached under
+models/static/ with its validation table.
 
-Scoring: a firm whose static-head probability is within `margin` of that sector's threshold, for any
-sector, is re-scored by the registered pyfunc (transformer); every other firm keeps the static labels.
-Rows say which scorer made them (`scored_by`).
+Scoring: a firm whose fast logit is within `margin` x sigma of the threshold logit, for any sector, is
+re-scored by the registered pyfunc (transformer); every other firm keeps the fast labels. Rows say which
+scorer made them (`scored_by`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rtic.classifier import SectorClassifier, lead_snippet
+from rtic.classifier import lead_snippet
 from rtic.config import DEFAULT_SEED_LABELS, Settings
 from rtic.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
-DEFAULT_MARGIN = 0.1  # scripts/bench_batch.py prints agreement and speed for other margins
+HEAD_METHOD = "ridge-map-v2"  # change when the head recipe changes: cached heads are then rebuilt
+# Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
+# speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
+DEFAULT_MARGIN = 0.2  # the smallest z meeting 97% of (firm, sector) decisions on both text kinds in bench_batch
+MAX_MARGIN = 100.0  # large enough to re-score every firm
+DEFAULT_SAMPLE = 2000  # register firms embedded with the transformer to fit the head
+MIN_CORPUS = 50
+RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
+FOLDS = 5
+SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
+Z_TABLE = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
 MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
 
 
@@ -53,7 +70,10 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     if path.exists() and not force:
         return path
     import torch
+    import transformers
     from transformers import AutoModel, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
 
     model_dir = bundled_model_dir()
     verify_weights(model_dir)
@@ -114,7 +134,7 @@ class StaticEncoder:
 
 
 def teacher_texts(ref, settings: Settings, progress: Callable[[str], None]) -> list[str]:
-    """The registered model's training texts (from its MLflow run), or the bundled seed labels."""
+    """The registered model's training texts (from its MLflow run) or the bundled seed labels, with their leads."""
     from mlflow import MlflowClient
 
     path = None
@@ -129,66 +149,311 @@ def teacher_texts(ref, settings: Settings, progress: Callable[[str], None]) -> l
         path = DEFAULT_SEED_LABELS
     texts = pd.read_csv(path, dtype=str, keep_default_na=False)["text"] if path.suffix.lower() == ".csv" else pd.read_parquet(path)["text"]
     texts = [t for t in texts.astype(str) if t.strip()]
-    # Short texts matter (directory one-liners, sparse home pages): learn the teacher on lead sentences too.
+    # Short texts matter (directory one-liners, sparse home pages): distil on lead sentences too.
     leads = [lead_snippet(t, k) for t in texts for k in (1, 2)]
     return list(dict.fromkeys(texts + [l for l in leads if l.strip()]))
+
+
+
+
+def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=None, seed: int = 0,
+                    progress: Callable[[str], None] = print) -> list[str]:
+    """A uniform random sample of `sample` firm texts from a register of any size (reservoir sampling, one pass).
+
+    `source` is a classify TextSource (default: the register's `text` column); firms without text are skipped.
+    """
+    from rtic.classify import RegisterText
+    from rtic.register import stream_register
+
+    if sample < MIN_CORPUS:
+        raise RticError(f"--sample must be at least {MIN_CORPUS}, got {sample}")
+    source = source or RegisterText()
+    rng = np.random.default_rng(seed)
+    kept: list[str] = []
+    seen = 0
+    for chunk in stream_register(register, 8192):
+        missing = [c for c in source.required_columns if c not in chunk.rows.columns]
+        if missing:
+            raise RticError(f"register {register} has no column {', '.join(repr(c) for c in missing)}")
+        texts, _ = source.texts(chunk.rows)
+        for text in texts["text"]:
+            seen += 1
+            if len(kept) < sample:
+                kept.append(text)
+            else:
+                k = int(rng.integers(seen))
+                if k < sample:
+                    kept[k] = text
+        progress(f"  sampling {register}: {seen:,} firms with text read ({chunk.fraction_read:.0%} of file)")
+    if seen < MIN_CORPUS:
+        raise RticError(f"register {register} has only {seen} firms with text; the fast head needs at least {MIN_CORPUS}")
+    return kept
+
+
+class MappedEncoder:
+    """Static embedding → ridge map → an approximation of the transformer's sentence vector."""
+
+    def __init__(self, static: StaticEncoder, matrix: np.ndarray):
+        self.static = static
+        self.matrix = matrix  # (dims + 1, dims): the last row is the intercept
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return apply_map(self.static.encode(texts), self.matrix)
+
+
+def apply_map(static: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Mapped vectors, L2-normalised like the transformer's (ridge shrinks them; the classifier saw unit vectors)."""
+    out = static @ matrix[:-1] + matrix[-1]
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class _Known:
+    """An encoder that returns vectors already computed for these texts."""
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray):
+        self.lookup = dict(zip(texts, vectors))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.lookup[t] for t in texts]) if len(texts) else np.zeros((0, 0), dtype=np.float32)
+
+
+def sector_classifier(model):
+    """The SectorClassifier inside a loaded rtic pyfunc model."""
+    try:
+        clf = model.unwrap_python_model().classifier
+    except Exception:  # noqa: BLE001 - any other pyfunc has no classifier to approximate
+        raise RticError("the fast path needs a model trained by `rtic train` (an rtic SectorModel pyfunc)") from None
+    return clf
+
+
+def calibrated_logits(clf, encoder, texts: Sequence[str]) -> np.ndarray:
+    """Each sector's calibrated logit, log(p / (1 - p)), of the classifier run with `encoder` for its embeddings."""
+    scorer = copy.copy(clf)  # shallow: shares the fitted models, never touches the registered classifier's encoder
+    scorer.encoder = encoder
+    proba = scorer.predict_proba(list(texts))
+    proba = np.clip(proba, 1e-9, 1 - 1e-9)
+    return np.log(proba / (1 - proba))
+
+
+def threshold_logits(clf) -> np.ndarray:
+    t = np.clip(np.asarray(clf.thresholds_, dtype=float), 1e-9, 1 - 1e-9)
+    return np.log(t / (1 - t))
+
+
+def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge regression with an unpenalised intercept: returns (dims + 1, outputs), intercept last."""
+    X1 = np.hstack([X, np.ones((len(X), 1))]).astype(np.float64)
+    A = X1.T @ X1 + lam * np.diag(np.r_[np.ones(X.shape[1]), 0.0])
+    return np.linalg.solve(A, X1.T @ Y.astype(np.float64)).astype(np.float32)
+
+
+def _embed(encoder, texts: list[str], progress: Callable[[str], None], what: str, step: int = 128) -> np.ndarray:
+    started, parts = time.monotonic(), []
+    for start in range(0, len(texts), step):
+        parts.append(encoder.encode(texts[start : start + step]))
+        done, elapsed = start + len(parts[-1]), time.monotonic() - started
+        rate = done / elapsed if elapsed else 0.0
+        progress(f"  {what}: {done:,}/{len(texts):,} texts, {rate:,.1f}/s, ETA {(len(texts) - done) / rate:,.0f} s" if rate else f"  {what}: {done:,}")
+    return np.vstack(parts)
+
+
+@dataclass
+class FastHead:
+    """The map from static to transformer embeddings and each sector's residual sigma (calibrated logit)."""
+
+    model_uri: str
+    model_version: str
+    static_key: str
+    sector_ids: list[str]
+    matrix: np.ndarray | None  # None: the model uses no embedding, so the fast pass is exact
+    sigma: np.ndarray
+    ridge_lambda: float
+    corpus: str
+    n_texts: int
+    validation: list[dict] = field(default_factory=list)  # z → re-scored share and agreement, cross-fitted
+    method: str = HEAD_METHOD
+    built_at: str = ""
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self.sigma, dtype=np.float64).tobytes())
+        if self.matrix is not None:
+            h.update(np.ascontiguousarray(self.matrix).tobytes())
+        return h.hexdigest()[:12]
+
+    def summary(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("matrix", "sigma")}
+        out["sigma"] = dict(zip(self.sector_ids, np.round(self.sigma, 4).tolist()))
+        out["digest"] = self.digest
+        return out
+
+
+def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print) -> FastHead:
+    """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting."""
+    clf = sector_classifier(model)
+    static = StaticEncoder(build_static_model(settings, progress=progress))
+    texts = list(dict.fromkeys(str(t) for t in texts if t is not None and str(t).strip()))
+    if len(texts) < MIN_CORPUS:
+        raise RticError(f"the fast head needs at least {MIN_CORPUS} distinct non-empty texts to distil on, got {len(texts)}")
+    sector_ids = list(clf.sector_ids)
+    head = FastHead(ref.uri, str(ref.version), static.model_key, sector_ids, None, np.zeros(len(sector_ids)), 0.0, corpus, len(texts),
+                    built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if "embedding" not in str(getattr(clf, "features", "embedding")).split("+"):
+        progress("fast path: the model uses no embedding, so the fast pass is exact; no map to fit")
+        return head
+    progress(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer embeds each once (cached) …")
+    E = _embed(clf.encoder, texts, progress, "transformer")
+    S = static.encode(texts)
+    folds = np.random.default_rng(0).permutation(len(texts)) % FOLDS
+
+    def cross_fit(lam: float) -> np.ndarray:
+        out = np.zeros_like(E)
+        for k in range(FOLDS):
+            test = folds == k
+            out[test] = apply_map(S[test], _ridge(S[~test], E[~test], lam))
+        return out
+
+    errors = {lam: float(((cross_fit(lam) - E) ** 2).sum(axis=1).mean()) for lam in RIDGE_LAMBDAS}
+    head.ridge_lambda = min(errors, key=errors.get)
+    approx = cross_fit(head.ridge_lambda)
+    true, fast = calibrated_logits(clf, _Known(texts, E), texts), calibrated_logits(clf, _Known(texts, approx), texts)
+    head.sigma = residual_sigma(true, fast, threshold_logits(clf))
+    head.validation = escalation_table(true, fast, head.sigma, threshold_logits(clf))
+    head.matrix = _ridge(S, E, head.ridge_lambda)
+    return head
+
+
+def residual_sigma(true: np.ndarray, fast: np.ndarray, cut: np.ndarray, band: float = SIGMA_BAND, least: int = 20) -> np.ndarray:
+    """Per sector, the spread of (true - fast) logits among texts whose true logit is within `band` of the threshold.
+
+    Residuals grow with the logit (saturated scores are far off but far from any decision), so the spread
+    that matters is the one near the threshold; all texts are used for a sector with fewer than `least` there.
+    """
+    sigma = np.zeros(true.shape[1])
+    for j in range(true.shape[1]):
+        near = np.abs(true[:, j] - cut[j]) < band
+        residual = (true - fast)[near if near.sum() >= least else slice(None), j]
+        sigma[j] = max(float(np.sqrt(np.mean(residual**2))), 1e-6)
+    return sigma
+
+
+def escalation_table(true: np.ndarray, fast: np.ndarray, sigma: np.ndarray, cut: np.ndarray, zs: Sequence[float] = Z_TABLE) -> list[dict]:
+    """For each margin z: share of firms re-scored, and agreement with the transformer-only labels after re-scoring."""
+    y_true, y_fast = true >= cut, fast >= cut
+    distance = np.abs(fast - cut) / sigma
+    rows = []
+    for z in zs:
+        near = (distance < z).any(axis=1)
+        final = np.where(near[:, None], y_true, y_fast)
+        rows.append({"z": float(z), "rescored": float(near.mean()), "cell_agreement": float((final == y_true).mean()),
+                     "firm_agreement": float((final == y_true).all(axis=1).mean())})
+    return rows
+
+
+def head_path(settings: Settings, ref, static: StaticEncoder) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ref.name}-v{ref.version}")
+    return static_dir(settings) / f"head-{safe}-{static.model_key.split('|')[1]}.joblib"
+
+
+def save_head(head: FastHead, path: Path) -> None:
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    joblib.dump(head, tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(head.summary(), indent=2))
+
+
+def load_head(path: Path) -> FastHead | None:
+    """A cached head, or None when missing or made by an older recipe."""
+    import joblib
+
+    if not path.exists():
+        return None
+    head = joblib.load(path)
+    return head if isinstance(head, FastHead) and head.method == HEAD_METHOD else None
+
+
+def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
+                progress: Callable[[str], None] = print) -> tuple[FastHead, Path]:
+    """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
+    static = StaticEncoder(build_static_model(settings, progress=progress))
+    path = head_path(settings, ref, static)
+    head = None if (force or texts is not None) else load_head(path)
+    if head is None:
+        if texts is None:
+            progress("fast path: no head for this model yet; distilling on its training texts "
+                     "(for register-like text, build it on a sample of your register: `rtic fastpath build --register FILE`)")
+            texts, corpus = teacher_texts(ref, settings, progress), "the model's training texts and their lead sentences"
+        head = build_head(ref, model, settings, texts, corpus, progress)
+        save_head(head, path)
+    return head, path
 
 
 class FastScorer:
     """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`."""
 
-    def __init__(self, head: SectorClassifier, transformer: Callable[[pd.DataFrame], pd.DataFrame], margin: float, head_path: Path):
+    def __init__(self, clf, head: FastHead, static: StaticEncoder, transformer: Callable[[pd.DataFrame], pd.DataFrame], margin: float, head_path: Path):
+        self.clf = clf
         self.head = head
+        self.encoder = MappedEncoder(static, head.matrix) if head.matrix is not None else None
+        self.cut = threshold_logits(clf)
         self.transformer = transformer
         self.margin = float(margin)
         self.head_path = head_path
 
     def identity(self) -> dict:
-        return {"kind": "fast", "margin": self.margin, "head": self.head_path.name}
+        return {"kind": "fast", "margin": self.margin, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
     def for_model(cls, ref, model, settings: Settings, transformer, margin: float = DEFAULT_MARGIN, progress: Callable[[str], None] = print) -> "FastScorer":
-        if not 0 <= margin <= 1:
-            raise RticError(f"--fast-margin must be between 0 and 1, got {margin}")
-        table = build_static_model(settings, progress=progress)
-        encoder = StaticEncoder(table)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ref.name}-v{ref.version}")
-        head_path = static_dir(settings) / f"head-{safe}-{encoder.model_key.split('|')[1]}.joblib"
-        import joblib
+        if not 0 <= margin <= MAX_MARGIN:  # also refuses NaN
+            raise RticError(f"--fast-margin is in residual standard deviations and must be between 0 and {MAX_MARGIN:g}, got {margin}")
+        clf = sector_classifier(model)
+        head, path = ensure_head(ref, model, settings, progress=progress)
+        if head.sector_ids != list(clf.sector_ids):
+            raise RticError(f"fast head {path} was built for other sectors: rebuild it with `rtic fastpath build --force`")
+        return cls(clf, head, StaticEncoder(build_static_model(settings, progress=progress)), transformer, margin, path)
 
-        if head_path.exists():
-            head = joblib.load(head_path)
-            head.encoder = encoder
-        else:
-            head = distil_head(model, encoder, teacher_texts(ref, settings, progress), progress)
-            tmp = head_path.with_name(f".{head_path.name}.tmp")
-            joblib.dump(head, tmp)
-            os.replace(tmp, head_path)
-        return cls(head, transformer, margin, head_path)
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Each sector's calibrated logit from the fast pass (exact but for the approximated embedding)."""
+        return calibrated_logits(self.clf, self.encoder, texts)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.reset_index(drop=True)
-        proba = self.head.predict_proba(frame["text"].tolist())
-        thresholds = self.head.thresholds_
+        logits = self.logits(frame["text"].fillna("").astype(str).tolist())
+        proba = 1.0 / (1.0 + np.exp(-logits))
         out = pd.DataFrame({"firm_id": frame["firm_id"].astype(str)})
         for j, sector in enumerate(self.head.sector_ids):
             out[probability_column(sector)] = proba[:, j].astype(float)
-            out[assigned_column(sector)] = proba[:, j] >= thresholds[j]
+            out[assigned_column(sector)] = logits[:, j] >= self.cut[j]
         out["scored_by"] = "static"
-        near = (np.abs(proba - thresholds) < self.margin).any(axis=1)
+        near = (np.abs(logits - self.cut) < self.margin * self.head.sigma).any(axis=1)
         if near.any():
             rescored = self.transformer(frame[near]).reset_index(drop=True)
             out.loc[near, rescored.columns] = rescored.set_axis(out.index[near]).to_numpy()
         return out
 
 
-def distil_head(model, encoder: StaticEncoder, texts: list[str], progress: Callable[[str], None]) -> SectorClassifier:
-    """Fit the static head on `texts` with the registered model's labels as targets."""
-    progress(f"fast path: labelling {len(texts):,} training texts with the registered model (the teacher) …")
-    sector_ids = list((model.metadata.metadata or {}).get("sector_ids") or [])
-    teacher = model.predict(pd.DataFrame({"text": texts}))
-    Y = np.column_stack([teacher[assigned_column(s)].astype(bool).to_numpy() for s in sector_ids]).astype(int)
-    progress(f"fast path: fitting the static head on {len(texts):,} texts …")
-    head = SectorClassifier(sector_ids, encoder=encoder, features="embedding+tfidf", lead_sentences=())
-    head.fit(texts, Y)
-    return head
+def build_fast_path(settings: Settings, model_uri: str | None = None, register: str | Path | None = None, sample: int = DEFAULT_SAMPLE,
+                    source=None, force: bool = False, progress: Callable[[str], None] = print) -> tuple[Path, FastHead | None, Path | None]:
+    """`rtic fastpath build`: the static table, then the fast head of a registered model (when one exists or is named)."""
+    from rtic import registry
+
+    if source is not None and register is None:
+        raise RticError("--store needs --register (the firms to sample)")
+    if model_uri is None and register is None and not registry.has_champion(settings):
+        return build_static_model(settings, force=force, progress=progress), None, None
+    ref = registry.resolve(model_uri, settings)  # a missing model is reported before any long work
+    texts, corpus = None, ""
+    if register is not None:
+        texts = sample_register(register, sample, source, progress=progress)
+        corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
+        # The model's training texts too: their transformer vectors are cached since training, and more
+        # texts fit a better map (measured on held-out website text: scripts/bench_batch.py).
+        extra = teacher_texts(ref, settings, progress)
+        texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
+    table = build_static_model(settings, force=force, progress=progress)
+    head, path = ensure_head(ref, registry.load(ref, settings), settings, texts, corpus, force=force, progress=progress)
+    return table, head, path

@@ -170,7 +170,7 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25, progress=QUIET)
     transformer = pd.read_parquet(exact.labels_path)
 
-    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=1.0, progress=QUIET)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0, progress=QUIET)
     assert everyone.n_escalated == 60
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(everyone.labels_path)), comparable(transformer))
 

@@ -1,0 +1,127 @@
+"""The fast path's distilled head: sampling a register, agreement of the fast scores with the transformer on
+held-out texts, re-scored firms carrying exactly the transformer's labels, the cached head, bad input.
+Real encoder, real model trained by the session fixture, real MLflow SQLite registry, the real CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rtic import registry
+from rtic.classify import classify_register
+from rtic.config import DEFAULT_SEED_LABELS
+from rtic.errors import RticError
+from rtic.fastpath import FastScorer, build_fast_path, calibrated_logits, head_path, sample_register, StaticEncoder, static_model_path
+from conftest import run_cli
+
+QUIET = lambda *_: None  # noqa: E731
+SEED = pd.read_csv(DEFAULT_SEED_LABELS, dtype=str, keep_default_na=False)
+
+
+def write_register(path, texts, prefix="F"):
+    pd.DataFrame({"firm_id": [f"{prefix}{i:05d}" for i in range(len(texts))], "text": texts}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def distilled(trained, settings, tmp_path_factory):
+    """A head distilled on 160 seed texts given as a register; the model's own training texts are others."""
+    tmp = tmp_path_factory.mktemp("fast")
+    register = write_register(tmp / "distil.csv", SEED["text"].iloc[300:460].tolist())
+    res = run_cli("fastpath", "build", "--register", str(register), "--sample", "160", home=settings.home)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_sample_register_is_uniform_deterministic_and_skips_firms_without_text(tmp_path):
+    texts = [f"firm number {i} makes things" if i % 10 else "" for i in range(3000)]
+    register = write_register(tmp_path / "r.csv", texts)
+    first = sample_register(register, 200, progress=QUIET)
+    assert first == sample_register(register, 200, progress=QUIET)
+    assert len(set(first)) == 200 and all(first)
+    numbers = np.array([int(t.split()[2]) for t in first])
+    assert numbers.min() < 300 and numbers.max() > 2700  # drawn from the whole file, not its head
+    assert len(sample_register(register, 5000, progress=QUIET)) == 2700  # smaller register: every firm with text
+
+
+def test_build_reports_the_head_and_its_validation_table(distilled, settings):
+    out = distilled.stdout
+    assert "(random sample of 160 firms from distil.csv, and the model's" in out
+    assert "residual sigma" in out and "z 2.0:" in out
+    assert list(settings.home.joinpath("static").glob("head-*.joblib"))
+
+
+def test_fast_scores_agree_with_the_transformer_on_held_out_texts(distilled, settings):
+    ref = registry.resolve(None, settings)
+    model = registry.load(ref, settings)
+    scorer = FastScorer.for_model(ref, model, settings, transformer=None, progress=QUIET)
+    held_out = SEED["text"].iloc[600:700].tolist()  # neither distilled on nor trained on
+    fast = scorer.logits(held_out)
+    true = calibrated_logits(scorer.clf, model.unwrap_python_model().classifier.encoder, held_out)
+    residual = np.abs(true - fast)
+    # The stated margin: the residual sigma measured when the head was built carries over to new texts.
+    assert (residual <= 3 * scorer.head.sigma).mean() >= 0.95
+    decisions_agree = ((fast >= scorer.cut) == (true >= scorer.cut)).mean()
+    assert decisions_agree >= 0.9
+    # Scores, not just labels: the fast logits track the transformer's (correlation across texts, per sector).
+    correlation = [np.corrcoef(true[:, j], fast[:, j])[0, 1] for j in range(true.shape[1])]
+    assert np.median(correlation) > 0.7 and min(correlation) > 0.4, correlation
+    # Where the fast label differs from the transformer's, the firm is near the threshold: z = 4 re-scores it.
+    wrong = (fast >= scorer.cut) != (true >= scorer.cut)
+    near = np.abs(fast - scorer.cut) < 4 * scorer.head.sigma
+    assert near[wrong].mean() >= 0.9
+
+
+def test_rescored_firms_get_exactly_the_transformer_labels(distilled, settings, tmp_path):
+    register = write_register(tmp_path / "r.csv", SEED["text"].iloc[700:740].tolist())
+    exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25, progress=QUIET)
+    transformer = pd.read_parquet(exact.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0, progress=QUIET)
+    assert everyone.n_escalated == 40
+    fast = pd.read_parquet(everyone.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fast, transformer)
+    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=1.0, progress=QUIET)
+    mixed = pd.read_parquet(some.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
+    rescored = mixed["scored_by"] == "transformer"
+    assert 0 < some.n_escalated == mixed.loc[rescored, "firm_id"].nunique() < 40
+    pd.testing.assert_frame_equal(mixed[rescored].drop(columns="scored_by"), transformer[rescored].drop(columns="scored_by"))
+
+
+def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
+    ref = registry.resolve(None, settings)
+    path = head_path(settings, ref, StaticEncoder(static_model_path(settings)))
+    before = path.stat().st_mtime_ns
+    import rtic.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "build_head", lambda *a, **k: pytest.fail("the cached head should have been reused"))
+    scorer = FastScorer.for_model(ref, registry.load(ref, settings), settings, transformer=None, progress=QUIET)
+    assert scorer.head.corpus.startswith("random sample of 160 firms") and path.stat().st_mtime_ns == before
+    assert scorer.identity()["head_digest"] == scorer.head.digest
+
+
+def test_margin_out_of_range_is_one_line_exit_2(distilled, settings, tmp_path):
+    register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-margin=-1", home=settings.home)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "--fast-margin" in res.stderr and "Traceback" not in res.stderr
+    for margin in (float("nan"), 101.0):
+        with pytest.raises(RticError, match="--fast-margin is in residual standard deviations"):
+            classify_register(register, tmp_path / "o.parquet", settings, fast=True, fast_margin=margin, progress=QUIET)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--register", "missing.csv"], "missing.csv"),
+    (["--register", "SMALL", "--sample", "10"], "--sample must be at least 50"),
+    (["--store", "crawl.sqlite"], "crawl store not found"),
+])
+def test_build_bad_input_is_one_line_exit_2(trained, settings, tmp_path, args, message):
+    small = write_register(tmp_path / "small.csv", ["a firm"] * 3)
+    args = [str(small) if a == "SMALL" else str(tmp_path / a) if a.endswith((".csv", ".sqlite")) else a for a in args]
+    res = run_cli("fastpath", "build", *args, home=settings.home)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and res.stderr.strip().count("\n") == 0
+
+
+def test_a_register_too_small_to_distil_on_is_refused(trained, settings, tmp_path):
+    register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"] * 10 + [""] * 5)
+    with pytest.raises(RticError, match="only 10 firms with text"):
+        build_fast_path(settings, register=register, sample=60, progress=QUIET)
