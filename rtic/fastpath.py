@@ -42,7 +42,7 @@ from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
-HEAD_METHOD = "ridge-map-v2"  # change when the head recipe changes: cached heads are then rebuilt
+HEAD_METHOD = "ridge-map-v3"  # change when the head recipe changes: cached heads are then rebuilt
 # Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
 # speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
 DEFAULT_MARGIN = 0.2  # the smallest z meeting 97% of (firm, sector) decisions on both text kinds in bench_batch
@@ -288,8 +288,13 @@ class FastHead:
         return out
 
 
-def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print) -> FastHead:
-    """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting."""
+def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print,
+               measure_on: Sequence[str] | None = None) -> FastHead:
+    """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting.
+
+    `measure_on` (a subset of `texts`, e.g. the register sample): sigma and the z table come from those texts
+    only, so they describe the text being classified rather than the training texts also used to fit the map.
+    """
     clf = sector_classifier(model)
     static = StaticEncoder(build_static_model(settings, progress=progress))
     texts = list(dict.fromkeys(str(t) for t in texts if t is not None and str(t).strip()))
@@ -317,6 +322,11 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
     head.ridge_lambda = min(errors, key=errors.get)
     approx = cross_fit(head.ridge_lambda)
     true, fast = calibrated_logits(clf, _Known(texts, E), texts), calibrated_logits(clf, _Known(texts, approx), texts)
+    if measure_on is not None:
+        keep = np.isin(np.array(texts, dtype=object), np.array(list(set(measure_on)), dtype=object))
+        if keep.sum() >= MIN_CORPUS:
+            true, fast = true[keep], fast[keep]
+            head.corpus += f"; residuals measured on the {int(keep.sum()):,} sampled texts only"
     head.sigma = residual_sigma(true, fast, threshold_logits(clf))
     head.validation = escalation_table(true, fast, head.sigma, threshold_logits(clf))
     head.matrix = _ridge(S, E, head.ridge_lambda)
@@ -376,7 +386,7 @@ def load_head(path: Path) -> FastHead | None:
 
 
 def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
-                progress: Callable[[str], None] = print) -> tuple[FastHead, Path]:
+                progress: Callable[[str], None] = print, measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
     static = StaticEncoder(build_static_model(settings, progress=progress))
     path = head_path(settings, ref, static)
@@ -386,7 +396,7 @@ def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = No
             progress("fast path: no head for this model yet; distilling on its training texts "
                      "(for register-like text, build it on a sample of your register: `rtic fastpath build --register FILE`)")
             texts, corpus = teacher_texts(ref, settings, progress), "the model's training texts and their lead sentences"
-        head = build_head(ref, model, settings, texts, corpus, progress)
+        head = build_head(ref, model, settings, texts, corpus, progress, measure_on=measure_on)
         save_head(head, path)
     return head, path
 
@@ -446,14 +456,14 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
     if model_uri is None and register is None and not registry.has_champion(settings):
         return build_static_model(settings, force=force, progress=progress), None, None
     ref = registry.resolve(model_uri, settings)  # a missing model is reported before any long work
-    texts, corpus = None, ""
+    texts, corpus, sampled = None, "", None
     if register is not None:
-        texts = sample_register(register, sample, source, progress=progress)
+        texts = sampled = sample_register(register, sample, source, progress=progress)
         corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
         # The model's training texts too: their transformer vectors are cached since training, and more
         # texts fit a better map (measured on held-out website text: scripts/bench_batch.py).
         extra = teacher_texts(ref, settings, progress)
         texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
     table = build_static_model(settings, force=force, progress=progress)
-    head, path = ensure_head(ref, registry.load(ref, settings), settings, texts, corpus, force=force, progress=progress)
+    head, path = ensure_head(ref, registry.load(ref, settings), settings, texts, corpus, force=force, progress=progress, measure_on=sampled)
     return table, head, path

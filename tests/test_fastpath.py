@@ -47,6 +47,8 @@ def test_build_reports_the_head_and_its_validation_table(distilled, settings):
     out = distilled.stdout
     assert "(random sample of 160 firms from distil.csv, and the model's" in out
     assert "residual sigma" in out and "z 2.0:" in out
+    # sigma and the z table describe the register's sample, not the training texts also used to fit the map
+    assert "residuals measured on the 160 sampled texts only" in out
     assert list(settings.home.joinpath("static").glob("head-*.joblib"))
 
 
