@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
@@ -29,7 +29,7 @@ from rtic.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
 from rtic.register import estimate_rows, register_columns, stream_register
-from rtic.tables import write_atomically
+from rtic.tables import atomic_path, select_in, write_atomically
 from rtic.taxonomy import load_taxonomy
 
 LABEL_COLUMNS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
@@ -210,25 +210,19 @@ class Previous:
             self.db.execute("CREATE TABLE built (at TEXT)")
 
     def _lookup(self, ids: list[str]) -> dict[str, tuple[str, int, int]]:
-        found: dict[str, tuple[str, int, int]] = {}
-        for i in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
-            batch = ids[i : i + 500]
-            for fid, key, first, last in self.db.execute(f"SELECT * FROM prev WHERE firm_id IN ({','.join('?' * len(batch))})", batch):
-                found[fid] = (key, first, last)
-        return found
+        return {fid: (key, first, last) for fid, key, first, last in select_in(self.db, "SELECT * FROM prev WHERE firm_id IN ({})", ids)}
 
-    def unchanged(self, texts: pd.DataFrame, model_version: str) -> pd.Series:
+    def carried(self, texts: pd.DataFrame, model_version: str) -> tuple[pd.Series, pd.DataFrame]:
+        """Which firms' text hash and model version are unchanged, and those firms' previous rows."""
         found = self._lookup(texts["firm_id"].tolist())
         now = texts["text"].map(text_sha256) + "|" + model_version
         before = [found.get(fid, ("",))[0] for fid in texts["firm_id"]]
-        return pd.Series(now.to_numpy() == before, index=texts.index)
+        same = pd.Series(now.to_numpy() == before, index=texts.index)
+        return same, self._rows(texts.loc[same, "firm_id"].tolist(), found)
 
-    def rows(self, ids: list[str]) -> pd.DataFrame:
+    def _rows(self, ids: list[str], found: dict[str, tuple[str, int, int]]) -> pd.DataFrame:
         """The previous output's rows for these firms (OUTPUT_COLUMNS), read from their row groups only."""
-        import pyarrow.parquet as pq
-
-        found = self._lookup(ids)
-        groups = sorted({rg for _, first, last in found.values() for rg in range(first, last + 1)})
+        groups = sorted({rg for fid in ids for rg in range(found[fid][1], found[fid][2] + 1)})
         frames = []
         for rg in groups:
             if rg not in self._cache:
@@ -417,8 +411,7 @@ def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previou
     texts, missing = source.texts(chunk.rows)
     carried = empty_labels()
     if previous is not None and len(texts):
-        same = previous.unchanged(texts, ref.version)
-        carried = previous.rows(texts.loc[same, "firm_id"].tolist())
+        same, carried = previous.carried(texts, ref.version)
         texts = texts[~same].reset_index(drop=True)
     predictions, errors = predict_guarded(scorer, texts) if len(texts) else (None, pd.DataFrame(columns=EXCEPTION_COLUMNS))
     if predictions is not None and len(predictions):
@@ -459,10 +452,8 @@ def merge_parquet(files: list[Path], out_path: Path, columns: list[str]) -> Path
     """Stream Parquet files (in the given order) into one Parquet at out_path, row group by row group."""
     import pyarrow.parquet as pq
 
-    tmp = out_path.with_name(f".{out_path.name}.merge.tmp")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
-    try:
+    with atomic_path(out_path) as tmp:
+        writer = None
         for part in files:
             source = pq.ParquetFile(part)
             for rg in range(source.num_row_groups):
@@ -476,10 +467,6 @@ def merge_parquet(files: list[Path], out_path: Path, columns: list[str]) -> Path
             empty_labels()[columns].to_parquet(tmp, index=False)
         else:
             writer.close()
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
 
 
@@ -487,19 +474,13 @@ def merge_csv(files: list[Path], out_path: Path, columns: list[str]) -> Path:
     """Stream Parquet files (in the given order) into one CSV at out_path, row group by row group."""
     import pyarrow.parquet as pq
 
-    tmp = out_path.with_name(f".{out_path.name}.merge.tmp")
-    try:
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         header = True
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            for part in files:
-                source = pq.ParquetFile(part)
-                for rg in range(source.num_row_groups):
-                    source.read_row_group(rg).to_pandas().reindex(columns=columns).to_csv(fh, index=False, header=header)
-                    header = False
-            if header:
-                pd.DataFrame(columns=columns).to_csv(fh, index=False)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for part in files:
+            source = pq.ParquetFile(part)
+            for rg in range(source.num_row_groups):
+                source.read_row_group(rg).to_pandas().reindex(columns=columns).to_csv(fh, index=False, header=header)
+                header = False
+        if header:
+            pd.DataFrame(columns=columns).to_csv(fh, index=False)
     return out_path

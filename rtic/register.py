@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rtic.errors import RticError
-from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns
+from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns, select_in
 
 # Companies House BasicCompanyData → register contract. Two CH headers carry a leading space.
 COMPANIES_HOUSE_COLUMNS = {
@@ -175,11 +175,7 @@ class SeenIds:
         with self.db:
             self.db.executemany("INSERT INTO seen VALUES (?, ?) ON CONFLICT(firm_id) DO UPDATE SET line = MIN(line, excluded.line)",
                                 zip(ids, lines))
-        first: dict[str, int] = {}
-        unique = list(dict.fromkeys(ids))
-        for i in range(0, len(unique), 500):  # under SQLite's bound-parameter limit
-            batch = unique[i : i + 500]
-            first.update(self.db.execute(f"SELECT firm_id, line FROM seen WHERE firm_id IN ({','.join('?' * len(batch))})", batch))
+        first = dict(select_in(self.db, "SELECT firm_id, line FROM seen WHERE firm_id IN ({})", list(dict.fromkeys(ids))))
         return [first[fid] < line for fid, line in zip(ids, lines)]
 
     def close(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -62,19 +64,37 @@ def check_unique_ids(df: pd.DataFrame, path: str | Path, what: str, column: str 
         raise RticError(f"{what} {path} has {len(dupes)} duplicate {column} value(s): {shown}")
 
 
-def write_atomically(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write Parquet or CSV (by suffix) via a temporary file, so a failure never leaves half a file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; it replaces `path` only when the block succeeds, so a
+    failure or a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_atomically(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write Parquet or CSV (by suffix) via a temporary file, so a failure never leaves half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     return path
+
+
+def select_in(db, query: str, keys: list, batch: int = 500) -> list[tuple]:
+    """Rows of `query` (ending in `IN ({})`) for all `keys`, in batches under SQLite's bound-parameter limit."""
+    rows: list[tuple] = []
+    for i in range(0, len(keys), batch):
+        part = keys[i : i + batch]
+        rows.extend(db.execute(query.format(",".join("?" * len(part))), part))
+    return rows

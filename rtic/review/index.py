@@ -14,15 +14,14 @@ the same labels, so the midpoint is used.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from rtic.errors import RticError
+from rtic.tables import atomic_path
 
 INDEX_VERSION = "1"
 DEFAULT_MARGIN = 0.1
@@ -143,10 +142,7 @@ def _fill_thresholds(conn: sqlite3.Connection, given: dict[str, dict[str, float]
 
 def build_index(sources: IndexSources, path: Path, progress=print) -> Path:
     """Build the index at `path` from scratch (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         conn = sqlite3.connect(tmp)
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
@@ -168,10 +164,6 @@ def build_index(sources: IndexSources, path: Path, progress=print) -> Path:
             ])
         conn.execute("ANALYZE")
         conn.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
