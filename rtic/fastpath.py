@@ -40,6 +40,7 @@ from rtic.config import DEFAULT_SEED_LABELS, Settings
 from rtic.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
+from rtic.tables import atomic_path, read_table
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
 HEAD_METHOD = "ridge-map-v3"  # change when the head recipe changes: cached heads are then rebuilt
@@ -90,10 +91,8 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
             hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
             table[start : start + len(ids)] = hidden.mean(dim=1).numpy()  # the sentence model's mean pooling
     table -= table.mean(axis=0, keepdims=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, table)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to a name
+        np.save(fh, table)
     meta = {"method": STATIC_METHOD, "source_weights_sha256": WEIGHTS_SHA256, "vocab": vocab, "dims": int(table.shape[1])}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return path
@@ -147,13 +146,10 @@ def teacher_texts(ref, settings: Settings, progress: Callable[[str], None]) -> l
     if not path or not path.is_file():
         progress(f"fast path: the model's training labels are not on this machine; distilling on {DEFAULT_SEED_LABELS.name}")
         path = DEFAULT_SEED_LABELS
-    texts = pd.read_csv(path, dtype=str, keep_default_na=False)["text"] if path.suffix.lower() == ".csv" else pd.read_parquet(path)["text"]
-    texts = [t for t in texts.astype(str) if t.strip()]
+    texts = [t for t in read_table(path, "labels")["text"].astype(str) if t.strip()]
     # Short texts matter (directory one-liners, sparse home pages): distil on lead sentences too.
     leads = [lead_snippet(t, k) for t in texts for k in (1, 2)]
     return list(dict.fromkeys(texts + [l for l in leads if l.strip()]))
-
-
 
 
 def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=None, seed: int = 0,
@@ -368,10 +364,8 @@ def head_path(settings: Settings, ref, static: StaticEncoder) -> Path:
 def save_head(head: FastHead, path: Path) -> None:
     import joblib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    joblib.dump(head, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        joblib.dump(head, tmp)
     path.with_suffix(".json").write_text(json.dumps(head.summary(), indent=2))
 
 
