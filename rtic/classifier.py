@@ -62,6 +62,23 @@ def best_f1_threshold(y: np.ndarray, proba: np.ndarray, low: float = 0.05, high:
     return float(np.clip(cut, low, high))
 
 
+def fit_calibration(scores: np.ndarray, Y: np.ndarray, min_positives: int, positives: np.ndarray | None = None) -> tuple[list[Platt], np.ndarray]:
+    """Per sector, a Platt sigmoid on held-out `scores` and the F1-optimal threshold of its probabilities.
+
+    A sector with fewer than `min_positives` positives (`positives`: counted before any augmentation;
+    default Y's) keeps the fixed threshold 0.5.
+    """
+    positives = Y.sum(axis=0) if positives is None else positives
+    calibrators, thresholds = [], np.full(Y.shape[1], 0.5)
+    for j in range(Y.shape[1]):
+        y = Y[:, j]
+        cal = Platt.fit(scores[:, j], y) if 0 < y.sum() < len(y) else Platt(a=1.0, b=0.0)
+        calibrators.append(cal)
+        if positives[j] >= min_positives:
+            thresholds[j] = best_f1_threshold(y, cal(scores[:, j]))
+    return calibrators, thresholds
+
+
 class OnColumns:
     """A model that sees only some columns of its input."""
 
@@ -209,7 +226,6 @@ class SectorClassifier:
             groups = np.r_[groups, groups[keep]]
         emb = self._embed(texts)
         self.embedding_dims_ = 0 if emb is None else emb.shape[1]
-        n = len(texts)
         self.warnings_ = [
             f"sector '{s}' has {int(p)} positive examples (< {self.min_positives}): fixed threshold 0.5, no tuning"
             for s, p in zip(self.sector_ids, positives)
@@ -234,15 +250,8 @@ class SectorClassifier:
             for train, test in splits:
                 oof[test] = self._column_scores(self._column_models(Z[train], Y[train], self._new_stacker), Z[test])
             self.stackers_ = self._column_models(Z, Y, self._new_stacker)
-        self.calibrators_, self.thresholds_ = [], np.full(len(self.sector_ids), 0.5)
-        oof_proba = np.zeros(Y.shape)
-        for j in range(Y.shape[1]):
-            y = Y[:, j]
-            cal = Platt.fit(oof[:, j], y) if 0 < y.sum() < n else Platt(a=1.0, b=0.0)
-            self.calibrators_.append(cal)
-            oof_proba[:, j] = cal(oof[:, j])
-            if positives[j] >= self.min_positives:
-                self.thresholds_[j] = best_f1_threshold(y, oof_proba[:, j])
+        self.calibrators_, self.thresholds_ = fit_calibration(oof, Y, self.min_positives, positives)
+        oof_proba = np.column_stack([cal(oof[:, j]) for j, cal in enumerate(self.calibrators_)])
         self.oof_proba_ = oof_proba[:n_original]  # scores of the texts as given, for reports
         # Final models on everything.
         self.vectorizer_ = self._new_vectorizer().fit(texts) if self._uses("tfidf") else None

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rtic.classifier import Platt, SectorClassifier, best_f1_threshold
+from rtic.classifier import SectorClassifier, fit_calibration
 from rtic.encoder import bundled_model_dir, cpu_has_bf16, verify_weights
 from rtic.evaluation import stratified_folds
 
@@ -194,17 +194,6 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gener
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def fit_calibration(scores: np.ndarray, Y: np.ndarray, min_positives: int) -> tuple[list[Platt], np.ndarray]:
-    calibrators, thresholds = [], np.full(Y.shape[1], 0.5)
-    for j in range(Y.shape[1]):
-        y = Y[:, j]
-        cal = Platt.fit(scores[:, j], y) if 0 < y.sum() < len(y) else Platt(a=1.0, b=0.0)
-        calibrators.append(cal)
-        if y.sum() >= min_positives:
-            thresholds[j] = best_f1_threshold(y, cal(scores[:, j]))
-    return calibrators, thresholds
 
 
 class TunedEncoder:
