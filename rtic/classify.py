@@ -50,6 +50,7 @@ class ClassifyResult:
     model: registry.ModelRef
     n_carried: int = 0  # unchanged since the previous output, copied from it (--since)
     n_escalated: int = 0  # fast path: firms re-scored by the transformer
+    fast_margin: float | None = None  # fast path: the margin z used (given, or chosen for the agreement target)
     exceptions_by_reason: dict[str, int] = field(default_factory=dict)
     manifest_path: Path | None = None
     resumed_chunks: int = 0
@@ -306,12 +307,14 @@ def classify_register(
     fast: bool = False,
     fast_margin: float | None = None,
     source: TextSource | None = None,
+    fast_agreement: float | None = None,
 ) -> ClassifyResult:
     """Stream `register_path` through the model into OUT (labels), OUT's .exceptions.csv and OUT.parts/.
 
     `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
     unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
-    with the static-embedding head first and re-scores near-threshold firms with the transformer.
+    with the static-embedding head first and re-scores firms within `fast_margin` z of a threshold with the
+    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.fastpath).
     """
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
@@ -339,9 +342,9 @@ def classify_register(
 
     scorer, scorer_key = transformer, {"kind": "transformer"}
     if fast:
-        from rtic.fastpath import DEFAULT_MARGIN, FastScorer
+        from rtic.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=DEFAULT_MARGIN if fast_margin is None else fast_margin, progress=progress)
+        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement, progress=progress)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
@@ -394,7 +397,8 @@ def classify_register(
     os.replace(tmp, manifest_path)
     return ClassifyResult(labels_path, exceptions_path, counts["records"], n_classified, counts["exceptions"], counts["assigned"], ref,
                           n_carried=counts["carried"], n_escalated=counts["escalated"], exceptions_by_reason=counts["reasons"],
-                          manifest_path=manifest_path, resumed_chunks=resumed_chunks)
+                          manifest_path=manifest_path, resumed_chunks=resumed_chunks,
+                          fast_margin=scorer_key.get("margin") if fast else None)
 
 
 def _add_counts(counts: dict, done: dict) -> None:

@@ -68,7 +68,8 @@ def cmd_classify(args) -> int:
     if args.engine == "spark":
         from rtic.spark import classify_spark
 
-        local_only = [flag for flag, given in (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None), ("--since", args.since),
+        local_only = [flag for flag, given in (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None),
+                                               ("--fast-agreement", args.fast_agreement is not None), ("--since", args.since),
                                                ("--restart", args.restart), ("--store", args.store)) if given]
         if local_only:
             raise RticError(f"{', '.join(local_only)}: local engine only (Spark runs the registered model on every firm); drop it or use --engine local")
@@ -82,12 +83,12 @@ def cmd_classify(args) -> int:
         source = CrawlStoreText(args.store) if args.store else None
         result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
                                    chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_margin=args.fast_margin,
-                                   source=source)
+                                   fast_agreement=args.fast_agreement, source=source)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
     if result.n_carried:
         print(f"  of the classified, {result.n_carried} were unchanged since {args.since} and copied from it")
-    if result.n_escalated:
-        print(f"  fast path: {result.n_escalated} firms near a threshold re-scored by the transformer")
+    if result.fast_margin is not None:
+        print(f"  fast path: {result.n_escalated} firms within z {result.fast_margin:g} of a threshold re-scored by the transformer")
     for reason, count in sorted(result.exceptions_by_reason.items(), key=lambda kv: -kv[1]):
         print(f"  not classified, {reason}: {count}")
     print(f"model {result.model.name} version {result.model.version}; labels written to {result.labels_path}")
@@ -469,7 +470,7 @@ def cmd_taxonomy_add_sector(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(result.message)
 def cmd_fastpath_build(args) -> int:
-    from rtic.fastpath import build_fast_path
+    from rtic.fastpath import DEFAULT_AGREEMENT, build_fast_path
 
     settings = Settings.from_env()
     quiet = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -489,8 +490,11 @@ def cmd_fastpath_build(args) -> int:
     if head.validation:
         print("  cross-fitted on that corpus: margin z -> firms re-scored by the transformer, agreement with transformer-only labels")
         for row in head.validation:
-            print(f"    z {row['z']:3.1f}: {row['rescored']:6.1%} re-scored, {row['cell_agreement']:.2%} of (firm, sector) decisions, "
+            print(f"    z {row['z']:4.2f}: {row['rescored']:6.1%} re-scored, {row['cell_agreement']:.2%} of (firm, sector) decisions, "
                   f"{row['firm_agreement']:.2%} of firms identical")
+        z, expected = head.margin_for(DEFAULT_AGREEMENT)
+        print(f"  `rtic classify --fast` will re-score within z {z:g} (the smallest z reaching {DEFAULT_AGREEMENT:.0%}: {expected:.2%}); "
+              "--fast-agreement or --fast-margin choose otherwise")
     return 0
 
 
@@ -547,9 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in OUT's .parts/ folder instead of resuming it")
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
                    "firms near a threshold with the transformer (builds models/static/ on first use)")
-    p.add_argument("--fast-margin", type=float, metavar="Z", help="fast path: re-score a firm when any sector's fast logit is within Z "
-                   "residual standard deviations of its threshold (default 0.2; 0: never; larger: closer to the transformer, slower; "
-                   "`rtic fastpath build` prints the trade-off)")
+    p.add_argument("--fast-agreement", type=float, metavar="SHARE", help="fast path: re-score just enough firms near a threshold to "
+                   "agree with transformer-only labels on SHARE of (firm, sector) decisions, as estimated by cross-fitting when the head "
+                   "was built on a sample of the register (`rtic fastpath build --register`, which prints the table); default 0.97")
+    p.add_argument("--fast-margin", type=float, metavar="Z", help="fast path, instead of --fast-agreement: re-score a firm when any "
+                   "sector's fast logit is within Z residual standard deviations of its threshold (0: never; larger: closer to the "
+                   "transformer, slower)")
     p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
                    "run the same registered model through mlflow.pyfunc.spark_udf")
     p.add_argument("--spark-master", help="Spark master URL for --engine spark (default: local[*], or what spark-submit set)")

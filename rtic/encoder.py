@@ -10,7 +10,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -171,7 +171,7 @@ class Encoder:
                 break
         return chunks
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], on_tokens: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         import torch
 
         model = self._load()
@@ -182,8 +182,15 @@ class Encoder:
                 pieces.append(chunk)
                 owner.append(i)
         with torch.inference_mode():
-            vectors = model.encode(pieces, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
-        vectors = vectors.float().cpu().numpy()
+            if on_tokens is None:
+                vectors = model.encode(pieces, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
+                vectors = vectors.float().cpu().numpy()
+            else:  # the same forward pass, also reporting each window's token ids and contextual token vectors
+                outputs = model.encode(pieces, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
+                for i, out in zip(owner, outputs):
+                    mask = out["attention_mask"].bool()
+                    on_tokens(i, out["input_ids"][mask].cpu().numpy(), out["token_embeddings"][mask].float().cpu().numpy())
+                vectors = torch.stack([out["sentence_embedding"] for out in outputs]).float().cpu().numpy()
         weights = np.array([max(len(p.split()), 1) for p in pieces], dtype=np.float32)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         np.add.at(out, owner, vectors * weights[:, None])
@@ -191,12 +198,21 @@ class Encoder:
         self.texts_embedded += len(texts)
         return out / np.maximum(norms, 1e-12)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts, reading and filling the cache; returns float32 array (len(texts), 384)."""
+    def encode(self, texts: Sequence[str], on_tokens: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
+        """Embed texts, reading and filling the cache; returns float32 array (len(texts), 384).
+
+        `on_tokens(i, token_ids, token_vectors)`, when given, is called for every window the model reads of
+        text i (special tokens included); every text is then run through the model, cached or not.
+        """
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
         hashes = [text_sha256(t) for t in texts]
+        if on_tokens is not None:
+            vectors = self._embed(texts, on_tokens)
+            if self.cache:
+                self.cache.put_many(self.model_key, zip(hashes, vectors))
+            return vectors
         found = self.cache.get_many(self.model_key, hashes) if self.cache else {}
         missing = {h: t for h, t in zip(hashes, texts) if h not in found}
         if missing:

@@ -6,13 +6,18 @@ the sentence model, and the vocabulary's mean vector is subtracted (the componen
 A text's static embedding is the mean of its tokens' vectors — a table look-up, no transformer.
 
 Head (distilled *scores*, not labels): the registered model is, per sector, a logistic regression on
-[transformer embedding, TF-IDF] → Platt → threshold. Everything but the embedding is computed exactly;
-the embedding is replaced by a ridge map of the static embedding, fitted to the transformer's own
-vectors on a distillation corpus (a random sample of the register with `rtic fastpath build --register`,
-plus the model's training texts and their lead sentences), and L2-normalised like the transformer's. So the fast pass runs the registered
-classifier itself, with only the embedding approximated. Cross-fitted residuals of each sector's
-calibrated logit give sigma per sector; built once per (model version, static table), cached under
-models/static/ with its validation table.
+[transformer embedding, TF-IDF] → Platt → threshold. Everything but the embedding is computed exactly.
+The embedding is approximated from a distillation corpus (a random sample of the register with
+`rtic fastpath build --register`, plus the model's training texts and their lead sentences), read once by
+the transformer:
+1. a contextual token table: the sentence model mean-pools its contextual token vectors, so each token's
+   average contextual vector over the corpus (shrunk toward its out-of-context vector when seen rarely)
+   approximates that pooling far better than the out-of-context vector (measured in scripts/bench_batch.py);
+2. a ridge map from the static embedding to the transformer's own vectors, L2-normalised like them.
+So the fast pass runs the registered classifier itself, with only the embedding approximated. Cross-fitted
+residuals (tables and map made without the text's own fold) of each sector's calibrated logit give sigma per
+sector and a table of margin → re-scored share and agreement; built once per (model version, corpus), cached
+under models/static/.
 
 Scoring: a firm whose fast logit is within `margin` x sigma of the threshold logit, for any sector, is
 re-scored by the registered pyfunc (transformer); every other firm keeps the fast labels. Rows say which
@@ -29,6 +34,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -43,18 +49,24 @@ from rtic.pyfunc_model import assigned_column, probability_column
 from rtic.tables import atomic_path, read_table
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
-HEAD_METHOD = "ridge-map-v3"  # change when the head recipe changes: cached heads are then rebuilt
+HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cached heads are then rebuilt
 # Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
 # speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
-DEFAULT_MARGIN = 0.2  # the smallest z meeting 97% of (firm, sector) decisions on both text kinds in bench_batch
+# By default the margin is the smallest z whose cross-fitted agreement on the head's own corpus (the register
+# sample) reaches DEFAULT_AGREEMENT of (firm, sector) decisions: the trade-off follows the register's text.
+DEFAULT_AGREEMENT = 0.97
 MAX_MARGIN = 100.0  # large enough to re-score every firm
 DEFAULT_SAMPLE = 2000  # register firms embedded with the transformer to fit the head
 MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
 SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
-Z_TABLE = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
+Z_TABLE = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
+PREFIX_CHARS = 8 * MAX_TOKENS  # long texts: tokenize a prefix first (exact: see StaticEncoder.token_ids)
+LONGEST_WORD = 100  # WordPiece's max_input_chars_per_word: a word cut at the prefix's end yields at most this many tokens
+CONTEXT_PSEUDOCOUNT = 8.0  # a token seen n times: (n x its contextual average + 8 x its prior) / (n + 8)
+PRIOR_MIN_COUNT = 20  # tokens seen this often fit the out-of-context -> contextual map that makes the prior
 
 
 def static_dir(settings: Settings) -> Path:
@@ -98,38 +110,89 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     return path
 
 
+@lru_cache(maxsize=1)
+def _tokenizer():
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def mean_of_tokens(table: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """L2-normalised mean of each text's token vectors (zeros for a text without tokens)."""
+    out = np.zeros((len(ids), table.shape[1]), dtype=np.float32)
+    for i, row in enumerate(ids):
+        if len(row):
+            out[i] = table[row].mean(axis=0)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 class StaticEncoder:
     """Texts → L2-normalised mean of static token vectors (same tokenizer as the transformer)."""
 
-    def __init__(self, table_path: str | Path):
-        from tokenizers import Tokenizer
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.tokenizer = _tokenizer()
+        self.model_key = f"{STATIC_METHOD}|{hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]}"
 
-        self.table_path = Path(table_path)
-        self.vectors = np.load(self.table_path)
-        self.tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        # Key cached vectors by the table itself (already in memory), not by a second read of the file.
-        digest = hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]
-        self.model_key = f"{STATIC_METHOD}|{digest}"
+    @classmethod
+    def load(cls, path: str | Path) -> "StaticEncoder":
+        return cls(np.load(path))
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's first MAX_TOKENS token ids, as the transformer reads them.
+
+        A long text is tokenized from a prefix; only when the prefix gives too few tokens to be sure that a word
+        cut at its end cannot reach the first MAX_TOKENS is the whole text tokenized (same ids either way).
+        """
+        texts = ["" if t is None else str(t) for t in texts]
+        encodings = self.tokenizer.encode_batch([t[:PREFIX_CHARS] for t in texts], add_special_tokens=False)
+        ids = [e.ids for e in encodings]
+        redo = [i for i, t in enumerate(texts) if len(t) > PREFIX_CHARS and len(ids[i]) < MAX_TOKENS + LONGEST_WORD]
+        for i, e in zip(redo, self.tokenizer.encode_batch([texts[i] for i in redo], add_special_tokens=False)):
+            ids[i] = e.ids
+        return [row[:MAX_TOKENS] for row in ids]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        texts = ["" if t is None else str(t) for t in texts]
-        out = np.zeros((len(texts), self.vectors.shape[1]), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        for i, enc in enumerate(encodings):
-            ids = enc.ids[:MAX_TOKENS]
-            if ids:
-                out[i] = self.vectors[ids].mean(axis=0)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return mean_of_tokens(self.vectors, self.token_ids(texts))
 
-    def __getstate__(self):  # the table is reloaded from its file, never pickled into the head
-        return {"table_path": str(self.table_path)}
+    def __getstate__(self):  # the tokenizer is reloaded from the model package, never pickled
+        return {"vectors": self.vectors}
 
     def __setstate__(self, state):
-        self.__init__(state["table_path"])
+        self.__init__(state["vectors"])
+
+
+class TokenMeans:
+    """Each vocabulary token's contextual vectors as the transformer read a corpus: sums and counts per fold."""
+
+    def __init__(self, vocab: int, dims: int, folds: int):
+        self.sums = np.zeros((folds, vocab, dims), dtype=np.float32)
+        self.counts = np.zeros((folds, vocab), dtype=np.int64)
+        self.prior: np.ndarray | None = None
+
+    def add(self, fold: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        np.add.at(self.sums[fold], ids, vectors)
+        np.add.at(self.counts[fold], ids, 1)
+
+    def fit_prior(self, base: np.ndarray) -> None:
+        """Ridge map from out-of-context vectors to contextual averages over frequent tokens: the vector for unseen ones."""
+        counts = self.counts.sum(axis=0)
+        frequent = counts >= PRIOR_MIN_COUNT
+        if frequent.sum() < base.shape[1]:  # too small a corpus to fit a map: fall back on the out-of-context vectors
+            self.prior = base.astype(np.float32)
+            return
+        average = self.sums.sum(axis=0)[frequent] / counts[frequent, None]
+        self.prior = (np.hstack([base, np.ones((len(base), 1), np.float32)]) @ _ridge(base[frequent], average, 1.0)).astype(np.float32)
+
+    def table(self, leave_out: int | None = None) -> np.ndarray:
+        """Contextual averages shrunk toward the prior, from every fold but `leave_out`."""
+        sums, counts = self.sums.sum(axis=0), self.counts.sum(axis=0)
+        if leave_out is not None:
+            sums, counts = sums - self.sums[leave_out], counts - self.counts[leave_out]
+        return ((sums + CONTEXT_PSEUDOCOUNT * self.prior) / (counts[:, None] + CONTEXT_PSEUDOCOUNT)).astype(np.float32)
 
 
 def teacher_texts(ref, settings: Settings, progress: Callable[[str], None]) -> list[str]:
@@ -243,14 +306,18 @@ def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(A, X1.T @ Y.astype(np.float64)).astype(np.float32)
 
 
-def _embed(encoder, texts: list[str], progress: Callable[[str], None], what: str, step: int = 128) -> np.ndarray:
+def _read_corpus(encoder, texts: list[str], folds: np.ndarray, vocab: int, progress: Callable[[str], None], step: int = 128) -> tuple[np.ndarray, TokenMeans]:
+    """One transformer pass over the corpus: its sentence vectors (cached) and its tokens' contextual vectors per fold."""
+    from rtic.encoder import DIMENSIONS
+
+    means = TokenMeans(vocab, DIMENSIONS, int(folds.max()) + 1)
     started, parts = time.monotonic(), []
     for start in range(0, len(texts), step):
-        parts.append(encoder.encode(texts[start : start + step]))
+        parts.append(encoder.encode(texts[start : start + step], on_tokens=lambda i, ids, vectors: means.add(folds[start + i], ids, vectors)))
         done, elapsed = start + len(parts[-1]), time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
-        progress(f"  {what}: {done:,}/{len(texts):,} texts, {rate:,.1f}/s, ETA {(len(texts) - done) / rate:,.0f} s" if rate else f"  {what}: {done:,}")
-    return np.vstack(parts)
+        progress(f"  transformer: {done:,}/{len(texts):,} texts, {rate:,.1f}/s, ETA {(len(texts) - done) / rate:,.0f} s" if rate else f"  transformer: {done:,}")
+    return np.vstack(parts), means
 
 
 @dataclass
@@ -262,6 +329,7 @@ class FastHead:
     static_key: str
     sector_ids: list[str]
     matrix: np.ndarray | None  # None: the model uses no embedding, so the fast pass is exact
+    table: np.ndarray | None  # the contextual token table (vocabulary x dims) the map reads
     sigma: np.ndarray
     ridge_lambda: float
     corpus: str
@@ -273,12 +341,22 @@ class FastHead:
     @property
     def digest(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.sigma, dtype=np.float64).tobytes())
-        if self.matrix is not None:
-            h.update(np.ascontiguousarray(self.matrix).tobytes())
+        for part in (self.matrix, self.table):
+            if part is not None:
+                h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()[:12]
 
+    def margin_for(self, agreement: float) -> tuple[float, float]:
+        """(z, its cross-fitted agreement): the smallest z in the validation table reaching `agreement` of decisions."""
+        if self.matrix is None or not self.validation:  # no embedding to approximate: the fast pass is exact
+            return 0.0, 1.0
+        for row in self.validation:
+            if row["cell_agreement"] >= agreement:
+                return row["z"], row["cell_agreement"]
+        return MAX_MARGIN, 1.0  # not reached within the table: re-score every firm
+
     def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("matrix", "sigma")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("matrix", "table", "sigma")}
         out["sigma"] = dict(zip(self.sector_ids, np.round(self.sigma, 4).tolist()))
         out["digest"] = self.digest
         return out
@@ -292,20 +370,25 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
     only, so they describe the text being classified rather than the training texts also used to fit the map.
     """
     clf = sector_classifier(model)
-    static = StaticEncoder(build_static_model(settings, progress=progress))
+    base = StaticEncoder.load(build_static_model(settings, progress=progress))
     texts = list(dict.fromkeys(str(t) for t in texts if t is not None and str(t).strip()))
     if len(texts) < MIN_CORPUS:
         raise RticError(f"the fast head needs at least {MIN_CORPUS} distinct non-empty texts to distil on, got {len(texts)}")
     sector_ids = list(clf.sector_ids)
-    head = FastHead(ref.uri, str(ref.version), static.model_key, sector_ids, None, np.zeros(len(sector_ids)), 0.0, corpus, len(texts),
+    head = FastHead(ref.uri, str(ref.version), base.model_key, sector_ids, None, None, np.zeros(len(sector_ids)), 0.0, corpus, len(texts),
                     built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if "embedding" not in str(getattr(clf, "features", "embedding")).split("+"):
         progress("fast path: the model uses no embedding, so the fast pass is exact; no map to fit")
         return head
-    progress(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer embeds each once (cached) …")
-    E = _embed(clf.encoder, texts, progress, "transformer")
-    S = static.encode(texts)
+    progress(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer reads each once …")
     folds = np.random.default_rng(0).permutation(len(texts)) % FOLDS
+    E, means = _read_corpus(clf.encoder, texts, folds, len(base.vectors), progress)
+    means.fit_prior(base.vectors)
+    ids = base.token_ids(texts)
+    S = np.zeros_like(E)
+    for k in range(FOLDS):  # each text's static vector from a table its own words did not help make: honest residuals
+        rows = np.flatnonzero(folds == k)
+        S[rows] = mean_of_tokens(means.table(leave_out=k), [ids[i] for i in rows])
 
     def cross_fit(lam: float) -> np.ndarray:
         out = np.zeros_like(E)
@@ -326,6 +409,7 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
     head.sigma = residual_sigma(true, fast, threshold_logits(clf))
     head.validation = escalation_table(true, fast, head.sigma, threshold_logits(clf))
     head.matrix = _ridge(S, E, head.ridge_lambda)
+    head.table = means.table()
     return head
 
 
@@ -382,8 +466,7 @@ def load_head(path: Path) -> FastHead | None:
 def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
                 progress: Callable[[str], None] = print, measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
-    static = StaticEncoder(build_static_model(settings, progress=progress))
-    path = head_path(settings, ref, static)
+    path = head_path(settings, ref, StaticEncoder.load(build_static_model(settings, progress=progress)))
     head = None if (force or texts is not None) else load_head(path)
     if head is None:
         if texts is None:
@@ -398,10 +481,10 @@ def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = No
 class FastScorer:
     """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`."""
 
-    def __init__(self, clf, head: FastHead, static: StaticEncoder, transformer: Callable[[pd.DataFrame], pd.DataFrame], margin: float, head_path: Path):
+    def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], margin: float, head_path: Path):
         self.clf = clf
         self.head = head
-        self.encoder = MappedEncoder(static, head.matrix) if head.matrix is not None else None
+        self.encoder = MappedEncoder(StaticEncoder(head.table), head.matrix) if head.matrix is not None else None
         self.cut = threshold_logits(clf)
         self.transformer = transformer
         self.margin = float(margin)
@@ -411,14 +494,25 @@ class FastScorer:
         return {"kind": "fast", "margin": self.margin, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
-    def for_model(cls, ref, model, settings: Settings, transformer, margin: float = DEFAULT_MARGIN, progress: Callable[[str], None] = print) -> "FastScorer":
-        if not 0 <= margin <= MAX_MARGIN:  # also refuses NaN
+    def for_model(cls, ref, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None,
+                  progress: Callable[[str], None] = print) -> "FastScorer":
+        """The fast scorer of a registered model: `margin` z given, or chosen for `agreement` (default DEFAULT_AGREEMENT)."""
+        if margin is not None and agreement is not None:
+            raise RticError("give --fast-margin or --fast-agreement, not both")
+        if margin is not None and not 0 <= margin <= MAX_MARGIN:  # also refuses NaN
             raise RticError(f"--fast-margin is in residual standard deviations and must be between 0 and {MAX_MARGIN:g}, got {margin}")
+        if agreement is not None and not 0 < agreement <= 1:
+            raise RticError(f"--fast-agreement is a share of (firm, sector) decisions, between 0 and 1, got {agreement}")
         clf = sector_classifier(model)
         head, path = ensure_head(ref, model, settings, progress=progress)
         if head.sector_ids != list(clf.sector_ids):
             raise RticError(f"fast head {path} was built for other sectors: rebuild it with `rtic fastpath build --force`")
-        return cls(clf, head, StaticEncoder(build_static_model(settings, progress=progress)), transformer, margin, path)
+        if margin is None:
+            target = DEFAULT_AGREEMENT if agreement is None else agreement
+            margin, expected = head.margin_for(target)
+            progress(f"fast path: margin z {margin:g} for {target:.1%} agreement with the transformer "
+                     f"({expected:.2%} of decisions, cross-fitted on the head's corpus: {head.corpus})")
+        return cls(clf, head, transformer, margin, path)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each sector's calibrated logit from the fast pass (exact but for the approximated embedding)."""

@@ -46,7 +46,7 @@ def test_sample_register_is_uniform_deterministic_and_skips_firms_without_text(t
 def test_build_reports_the_head_and_its_validation_table(distilled, settings):
     out = distilled.stdout
     assert "(random sample of 160 firms from distil.csv, and the model's" in out
-    assert "residual sigma" in out and "z 2.0:" in out
+    assert "residual sigma" in out and "z 2.00:" in out and "`rtic classify --fast` will re-score within z" in out
     # sigma and the z table describe the register's sample, not the training texts also used to fit the map
     assert "residuals measured on the 160 sampled texts only" in out
     assert list(settings.home.joinpath("static").glob("head-*.joblib"))
@@ -90,7 +90,7 @@ def test_rescored_firms_get_exactly_the_transformer_labels(distilled, settings, 
 
 def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
     ref = registry.resolve(None, settings)
-    path = head_path(settings, ref, StaticEncoder(static_model_path(settings)))
+    path = head_path(settings, ref, StaticEncoder.load(static_model_path(settings)))
     before = path.stat().st_mtime_ns
     import rtic.fastpath as fastpath
 
@@ -127,3 +127,52 @@ def test_a_register_too_small_to_distil_on_is_refused(trained, settings, tmp_pat
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"] * 10 + [""] * 5)
     with pytest.raises(RticError, match="only 10 firms with text"):
         build_fast_path(settings, register=register, sample=60, progress=QUIET)
+
+
+def test_static_token_ids_from_a_prefix_equal_the_whole_texts():
+    from rtic.fastpath import MAX_TOKENS, PREFIX_CHARS, StaticEncoder
+
+    static = StaticEncoder(np.zeros((30522, 4), dtype=np.float32))
+    prose = " ".join(SEED["text"].tolist())[: 3 * PREFIX_CHARS]
+    odd_words = ("x" * 99 + " ") * (PREFIX_CHARS // 50)  # long words: the prefix alone would be too few tokens to be sure
+    short = "Heat pumps for social housing."
+    for text in (prose, odd_words, short, ""):
+        whole = static.tokenizer.encode(text, add_special_tokens=False).ids[:MAX_TOKENS]
+        assert static.token_ids([text])[0] == whole
+    assert len(static.token_ids([prose])[0]) == MAX_TOKENS
+
+
+def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():
+    from rtic.fastpath import CONTEXT_PSEUDOCOUNT, TokenMeans
+
+    means = TokenMeans(vocab=5, dims=2, folds=2)
+    means.add(0, np.array([1, 1, 2]), np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 4.0]]))
+    means.add(1, np.array([1]), np.array([[5.0, 5.0]]))
+    base = np.arange(10, dtype=np.float32).reshape(5, 2)
+    means.fit_prior(base)  # too few frequent tokens to fit a map: the prior is the out-of-context table itself
+    np.testing.assert_allclose(means.prior, base)
+    k = CONTEXT_PSEUDOCOUNT
+    table = means.table()
+    np.testing.assert_allclose(table[1], ([9.0, 5.0] + k * base[1]) / (3 + k), rtol=1e-6)
+    np.testing.assert_allclose(table[0], base[0])  # never seen: the prior
+    np.testing.assert_allclose(means.table(leave_out=1)[1], ([4.0, 0.0] + k * base[1]) / (2 + k), rtol=1e-6)
+    np.testing.assert_allclose(means.table(leave_out=0)[2], base[2])  # token 2 was only in fold 0
+
+
+def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distilled, settings, tmp_path):
+    ref = registry.resolve(None, settings)
+    model = registry.load(ref, settings)
+    lines = []
+    scorer = FastScorer.for_model(ref, model, settings, transformer=None, progress=lines.append)
+    table = scorer.head.validation
+    reaching = [row["z"] for row in table if row["cell_agreement"] >= 0.97]
+    assert scorer.margin == (reaching[0] if reaching else 100.0)
+    assert any("for 97.0% agreement" in line for line in lines)
+    strict = FastScorer.for_model(ref, model, settings, transformer=None, agreement=0.999, progress=QUIET)
+    assert strict.margin >= scorer.margin
+    assert [row["z"] for row in table] == sorted(row["z"] for row in table)
+    register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "0.98", "--fast-margin", "1", home=settings.home)
+    assert res.returncode == 2 and "not both" in res.stderr and res.stderr.strip().count("\n") == 0
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "1.5", home=settings.home)
+    assert res.returncode == 2 and "--fast-agreement is a share" in res.stderr
