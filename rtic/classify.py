@@ -13,7 +13,6 @@ can supply the same interface (texts for some firms, reasons for the others).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -287,9 +286,8 @@ def _prepare_parts(parts: Path, identity: dict, restart: bool) -> tuple[dict, bo
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     state = {"identity": identity, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = run_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, run_file)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(state, indent=2))
     return state, False
 
 
@@ -392,9 +390,8 @@ def classify_register(
         "parts": sorted(p.name for p in parts.glob("chunk-??????.parquet")),  # each with .exceptions/.json beside it
     }
     manifest_path = parts / "manifest.json"
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    with atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
     return ClassifyResult(labels_path, exceptions_path, counts["records"], n_classified, counts["exceptions"], counts["assigned"], ref,
                           n_carried=counts["carried"], n_escalated=counts["escalated"], exceptions_by_reason=counts["reasons"],
                           manifest_path=manifest_path, resumed_chunks=resumed_chunks,
@@ -440,9 +437,8 @@ def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previou
         "reasons": {str(k): int(v) for k, v in exceptions["reason"].value_counts().items()},
         "assigned": {s: int((assigned["sector_id"] == s).sum()) for s in sector_ids},
     }
-    tmp = stem.with_suffix(".tmp")
-    tmp.write_text(json.dumps(done))
-    os.replace(tmp, stem.with_suffix(".json"))  # the commit mark: written last
+    with atomic_path(stem.with_suffix(".json")) as tmp:  # the commit mark: written last
+        tmp.write_text(json.dumps(done))
     return done
 
 

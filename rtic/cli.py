@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
     if result.cv_folds:
         print(f"\n{result.cv_folds}-fold cross-validation (each fold tunes its thresholds on its own training folds):")
     else:
-        print(f"\nout-of-fold scores on the training labels (thresholds tuned on the same folds, so optimistic):")
+        print("\nout-of-fold scores on the training labels (thresholds tuned on the same folds, so optimistic):")
     print(report[["support", "threshold", "precision", "recall", "f1", "pr_auc", "ece", "precision_at_expected"]].to_string(float_format=lambda v: f"{v:.3f}"))
     champion = " and set as champion" if result.is_champion else " (champion unchanged)"
     print(f"\nregistered {result.name} version {result.version}{champion}; run {result.run_id}; taxonomy {result.taxonomy_version}")

@@ -91,7 +91,7 @@ def resolve(model_uri: str | None, settings: Settings) -> ModelRef:
                     raise RticError(f"model URI {uri} names no version or alias (use models:/NAME/VERSION or models:/NAME@ALIAS)")
                 mv = client.get_model_version(name, version)
             return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=str(mv.version), taxonomy_version=mv.tags.get("taxonomy_version"))
-    except MlflowException as exc:
+    except MlflowException:
         raise RticError(f"model {uri} not found in registry {settings.resolved_tracking_uri}: {hint}") from None
     # runs:/… or a local path: not registered, so the URI itself is the version.
     return ModelRef(uri=uri, name=uri, version=uri)

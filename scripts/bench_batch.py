@@ -300,7 +300,6 @@ def main() -> None:
     head_json = sorted((home / "static").glob("head-*.json"))[-1]
     for suffix in (".joblib", ".json"):
         shutil.copy(work / f"head_short{suffix}", head_json.with_suffix(suffix))
-    sample = work / "eval_short.csv"
     texts = pd.Series(short_eval)
     rate_t, esc = results["short"]["rate_t"], results["short"]["escalated"] / results["short"]["n"]
     print(f"\n== full scale: {args.rows:,} firms (the short evaluation texts repeated, embedding cache warm from that run; measured)")

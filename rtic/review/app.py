@@ -21,13 +21,12 @@ import secrets
 import threading
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from rtic.errors import RticError
-from rtic.review.index import REVIEW_FILTERS, FirmRecord, LabelsIndex
+from rtic.review.index import FirmRecord, LabelsIndex
 from rtic.review.store import DECISIONS, ReviewStore, check_decision
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; script-src 'none'"
