@@ -74,6 +74,13 @@ class TextSource(Protocol):
     def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
 
+def require_columns(source: TextSource, columns: list[str], register: str | Path) -> None:
+    """One clear line when the register lacks a column the text source reads."""
+    missing = [c for c in source.required_columns if c not in columns]
+    if missing:
+        raise RticError(f"register {register} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(map(str, columns[:12]))})")
+
+
 class RegisterText:
     """Text already collected in the register's `text` column."""
 
@@ -320,9 +327,7 @@ def classify_register(
     register_path = Path(register_path)
     source = source or RegisterText()
     columns = register_columns(register_path)  # whole-file checks: exists, not empty, has firm_id
-    missing = [c for c in source.required_columns if c not in columns]
-    if missing:
-        raise RticError(f"register {register_path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(columns[:12])})")
+    require_columns(source, columns, register_path)
     since = Previous.check(since) if since else None
     ref = registry.resolve(model_uri, settings)
     model = registry.load(ref, settings)

@@ -221,19 +221,17 @@ def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=N
 
     `source` is a classify TextSource (default: the register's `text` column); firms without text are skipped.
     """
-    from rtic.classify import RegisterText
-    from rtic.register import stream_register
+    from rtic.classify import RegisterText, require_columns
+    from rtic.register import register_columns, stream_register
 
     if sample < MIN_CORPUS:
         raise RticError(f"--sample must be at least {MIN_CORPUS}, got {sample}")
     source = source or RegisterText()
+    require_columns(source, register_columns(register), register)  # whole-file checks first, as classify makes them
     rng = np.random.default_rng(seed)
     kept: list[str] = []
     seen = 0
     for chunk in stream_register(register, 8192):
-        missing = [c for c in source.required_columns if c not in chunk.rows.columns]
-        if missing:
-            raise RticError(f"register {register} has no column {', '.join(repr(c) for c in missing)}")
         texts, _ = source.texts(chunk.rows)
         for text in texts["text"]:
             seen += 1

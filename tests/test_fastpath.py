@@ -176,3 +176,13 @@ def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distille
     assert res.returncode == 2 and "not both" in res.stderr and res.stderr.strip().count("\n") == 0
     res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "1.5", home=settings.home)
     assert res.returncode == 2 and "--fast-agreement is a share" in res.stderr
+
+
+def test_a_register_without_the_text_column_is_one_line_for_classify_and_build(trained, settings, tmp_path):
+    register = tmp_path / "names.csv"
+    pd.DataFrame({"firm_id": ["A", "B"], "name": ["Acme", "Bolt"]}).to_csv(register, index=False)
+    for args in (["classify", str(register), "--out", str(tmp_path / "o.parquet")], ["fastpath", "build", "--register", str(register)]):
+        res = run_cli(*args, home=settings.home)
+        assert res.returncode == 2, res.stderr
+        assert f"register {register} has no column 'text' (columns: firm_id, name)" in res.stderr
+        assert res.stderr.strip().count("\n") == 0
