@@ -788,13 +788,15 @@ def build_parser() -> argparse.ArgumentParser:
     fp_sub = p.add_subparsers(dest="fastpath_command", required=True, metavar="ACTION")
     p = fp_sub.add_parser("build", help="distil the static token table and the model's fast head into models/static/",
                           description="1. Run every token of the bundled all-MiniLM-L6-v2 vocabulary through the model once and keep "
-                          "its vector (model2vec-style distillation; offline, a minute on two cores). 2. For the registered model, fit a "
-                          "ridge map from static to transformer embeddings on a distillation corpus, so the fast pass runs the model's "
-                          "own classifier with only the embedding approximated, and measure each sector's residual by cross-fitting "
-                          "(printed as a table of margin z -> share re-scored, agreement). Best corpus: a random sample of the register "
-                          "you will classify (--register); otherwise the model's training texts. The sampled firms' transformer "
-                          "embeddings go to the embedding cache, so classifying them later costs nothing. `rtic classify --fast` builds "
-                          "what is missing on first use.")
+                          "its vector (model2vec-style distillation; offline, a minute on two cores). 2. For the registered model, read a "
+                          "distillation corpus once with the transformer: average each token's contextual vectors over it (the "
+                          "out-of-context vectors are the fallback for rare tokens) and fit a ridge map from the resulting static "
+                          "embedding to the transformer's, so the fast pass runs the model's own classifier with only the embedding "
+                          "approximated; measure each sector's residual by cross-fitting (printed as a table of margin z -> share "
+                          "re-scored, agreement, with the z `classify --fast` will use for 97%). Best corpus: a random sample of the "
+                          "register you will classify (--register); otherwise the model's training texts. The sampled firms' "
+                          "transformer embeddings go to the embedding cache, so classifying them later costs nothing. "
+                          "`rtic classify --fast` builds what is missing on first use.")
     p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
     p.add_argument("--register", help="register (CSV or Parquet, with a text column, or with --store) to sample the distillation corpus from")
     p.add_argument("--store", help="crawl store to read the sampled firms' text from (as `rtic classify --store`)")
