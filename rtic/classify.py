@@ -28,7 +28,7 @@ from rtic.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
 from rtic.register import estimate_rows, register_columns, stream_register
-from rtic.tables import atomic_path, select_in, write_atomically
+from rtic.tables import atomic_path, require_columns, select_in, write_atomically
 from rtic.taxonomy import load_taxonomy
 
 LABEL_COLUMNS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
@@ -72,13 +72,6 @@ class TextSource(Protocol):
     def describe(self) -> str: ...
 
     def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
-
-
-def require_columns(source: TextSource, columns: list[str], register: str | Path) -> None:
-    """One clear line when the register lacks a column the text source reads."""
-    missing = [c for c in source.required_columns if c not in columns]
-    if missing:
-        raise RticError(f"register {register} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(map(str, columns[:12]))})")
 
 
 class RegisterText:
@@ -327,7 +320,7 @@ def classify_register(
     register_path = Path(register_path)
     source = source or RegisterText()
     columns = register_columns(register_path)  # whole-file checks: exists, not empty, has firm_id
-    require_columns(source, columns, register_path)
+    require_columns(columns, source.required_columns, register_path, "register")
     since = Previous.check(since) if since else None
     ref = registry.resolve(model_uri, settings)
     model = registry.load(ref, settings)

@@ -800,8 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
     p.add_argument("--register", help="register (CSV or Parquet, with a text column, or with --store) to sample the distillation corpus from")
     p.add_argument("--store", help="crawl store to read the sampled firms' text from (as `rtic classify --store`)")
-    p.add_argument("--sample", type=int, default=2000, help="firms to sample from --register (default 2000; about a minute per 100 "
-                   "website-length texts on two cores, less for short ones)")
+    p.add_argument("--sample", type=int, default=2000, help="firms to sample from --register (default 2000; measured on two "
+                   "cores: ~12 s per 100 website-length texts, less for short ones, plus ~40 s for the model's training texts)")
     p.add_argument("--force", action="store_true", help="rebuild the table and the head even when they exist")
     p.set_defaults(func=cmd_fastpath_build)
     return parser

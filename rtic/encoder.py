@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from rtic.errors import RticError
+from rtic.tables import select_in
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -77,18 +78,9 @@ class EmbeddingCache:
         self._conn.commit()
 
     def get_many(self, model_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(hashes))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._conn.execute(
-                f"SELECT text_sha256, vector FROM embeddings WHERE model_key = ? AND text_sha256 IN ({marks})",
-                [model_key, *part],
-            )
-            for digest, blob in rows:
-                found[digest] = np.frombuffer(blob, dtype=np.float32)
-        return found
+        rows = select_in(self._conn, "SELECT text_sha256, vector FROM embeddings WHERE model_key = ? AND text_sha256 IN ({})",
+                         list(dict.fromkeys(hashes)), leading=[model_key])
+        return {digest: np.frombuffer(blob, dtype=np.float32) for digest, blob in rows}
 
     def put_many(self, model_key: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         with self._conn:

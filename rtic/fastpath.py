@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -46,7 +46,7 @@ from rtic.config import DEFAULT_SEED_LABELS, Settings
 from rtic.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
-from rtic.tables import atomic_path, read_table
+from rtic.tables import atomic_path, read_table, require_columns
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
 HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cached heads are then rebuilt
@@ -135,7 +135,10 @@ class StaticEncoder:
     def __init__(self, vectors: np.ndarray):
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self.tokenizer = _tokenizer()
-        self.model_key = f"{STATIC_METHOD}|{hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]}"
+
+    @cached_property
+    def model_key(self) -> str:  # hashed on first use only: the head's contextual table never needs a key
+        return f"{STATIC_METHOD}|{hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]}"
 
     @classmethod
     def load(cls, path: str | Path) -> "StaticEncoder":
@@ -221,13 +224,13 @@ def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=N
 
     `source` is a classify TextSource (default: the register's `text` column); firms without text are skipped.
     """
-    from rtic.classify import RegisterText, require_columns
+    from rtic.classify import RegisterText
     from rtic.register import register_columns, stream_register
 
     if sample < MIN_CORPUS:
         raise RticError(f"--sample must be at least {MIN_CORPUS}, got {sample}")
     source = source or RegisterText()
-    require_columns(source, register_columns(register), register)  # whole-file checks first, as classify makes them
+    require_columns(register_columns(register), source.required_columns, register, "register")  # whole-file checks first, as classify
     rng = np.random.default_rng(seed)
     kept: list[str] = []
     seen = 0
@@ -304,11 +307,10 @@ def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(A, X1.T @ Y.astype(np.float64)).astype(np.float32)
 
 
-def _read_corpus(encoder, texts: list[str], folds: np.ndarray, vocab: int, progress: Callable[[str], None], step: int = 128) -> tuple[np.ndarray, TokenMeans]:
+def _read_corpus(encoder, texts: list[str], folds: np.ndarray, table_shape: tuple[int, int], progress: Callable[[str], None],
+                 step: int = 128) -> tuple[np.ndarray, TokenMeans]:
     """One transformer pass over the corpus: its sentence vectors (cached) and its tokens' contextual vectors per fold."""
-    from rtic.encoder import DIMENSIONS
-
-    means = TokenMeans(vocab, DIMENSIONS, int(folds.max()) + 1)
+    means = TokenMeans(*table_shape, int(folds.max()) + 1)
     started, parts = time.monotonic(), []
     for start in range(0, len(texts), step):
         parts.append(encoder.encode(texts[start : start + step], on_tokens=lambda i, ids, vectors: means.add(folds[start + i], ids, vectors)))
@@ -360,15 +362,15 @@ class FastHead:
         return out
 
 
-def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print,
+def build_head(ref, model, base: StaticEncoder, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print,
                measure_on: Sequence[str] | None = None) -> FastHead:
     """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting.
 
     `measure_on` (a subset of `texts`, e.g. the register sample): sigma and the z table come from those texts
     only, so they describe the text being classified rather than the training texts also used to fit the map.
+    `base` is the out-of-context table: the prior of rarely seen tokens.
     """
     clf = sector_classifier(model)
-    base = StaticEncoder.load(build_static_model(settings, progress=progress))
     texts = list(dict.fromkeys(str(t) for t in texts if t is not None and str(t).strip()))
     if len(texts) < MIN_CORPUS:
         raise RticError(f"the fast head needs at least {MIN_CORPUS} distinct non-empty texts to distil on, got {len(texts)}")
@@ -380,7 +382,7 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
         return head
     progress(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer reads each once …")
     folds = np.random.default_rng(0).permutation(len(texts)) % FOLDS
-    E, means = _read_corpus(clf.encoder, texts, folds, len(base.vectors), progress)
+    E, means = _read_corpus(clf.encoder, texts, folds, base.vectors.shape, progress)
     means.fit_prior(base.vectors)
     ids = base.token_ids(texts)
     S = np.zeros_like(E)
@@ -395,9 +397,9 @@ def build_head(ref, model, settings: Settings, texts: Sequence[str], corpus: str
             out[test] = apply_map(S[test], _ridge(S[~test], E[~test], lam))
         return out
 
-    errors = {lam: float(((cross_fit(lam) - E) ** 2).sum(axis=1).mean()) for lam in RIDGE_LAMBDAS}
-    head.ridge_lambda = min(errors, key=errors.get)
-    approx = cross_fit(head.ridge_lambda)
+    fits = {lam: cross_fit(lam) for lam in RIDGE_LAMBDAS}
+    head.ridge_lambda = min(fits, key=lambda lam: float(((fits[lam] - E) ** 2).sum(axis=1).mean()))
+    approx = fits[head.ridge_lambda]
     true, fast = calibrated_logits(clf, _Known(texts, E), texts), calibrated_logits(clf, _Known(texts, approx), texts)
     if measure_on is not None:
         keep = np.isin(np.array(texts, dtype=object), np.array(list(set(measure_on)), dtype=object))
@@ -464,14 +466,15 @@ def load_head(path: Path) -> FastHead | None:
 def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
                 progress: Callable[[str], None] = print, measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
-    path = head_path(settings, ref, StaticEncoder.load(build_static_model(settings, progress=progress)))
+    base = StaticEncoder.load(build_static_model(settings, progress=progress))
+    path = head_path(settings, ref, base)
     head = None if (force or texts is not None) else load_head(path)
     if head is None:
         if texts is None:
             progress("fast path: no head for this model yet; distilling on its training texts "
                      "(for register-like text, build it on a sample of your register: `rtic fastpath build --register FILE`)")
             texts, corpus = teacher_texts(ref, settings, progress), "the model's training texts and their lead sentences"
-        head = build_head(ref, model, settings, texts, corpus, progress, measure_on=measure_on)
+        head = build_head(ref, model, base, texts, corpus, progress, measure_on=measure_on)
         save_head(head, path)
     return head, path
 
@@ -546,8 +549,8 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
     if register is not None:
         texts = sampled = sample_register(register, sample, source, progress=progress)
         corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
-        # The model's training texts too: their transformer vectors are cached since training, and more
-        # texts fit a better map (measured on held-out website text: scripts/bench_batch.py).
+        # The model's training texts too: more texts give better token averages and map (measured on held-out
+        # website text: scripts/bench_batch.py); sigma and the z table still come from the sample alone.
         extra = teacher_texts(ref, settings, progress)
         texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
     table = build_static_model(settings, force=force, progress=progress)

@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pandas as pd
 
@@ -47,10 +47,12 @@ def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
     return df
 
 
-def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
+def require_columns(table: pd.DataFrame | Sequence[str], columns: Sequence[str], path: str | Path, what: str) -> None:
+    """One clear line naming the missing columns; `table` is a frame or its column names (e.g. a file's header)."""
+    present = [str(c) for c in (table.columns if isinstance(table, pd.DataFrame) else table)]
+    missing = [c for c in columns if c not in present]
     if missing:
-        raise RticError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(df.columns[:12])})")
+        raise RticError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(present[:12])})")
 
 
 def check_unique_ids(df: pd.DataFrame, path: str | Path, what: str, column: str = "firm_id") -> None:
@@ -91,10 +93,11 @@ def write_atomically(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def select_in(db, query: str, keys: list, batch: int = 500) -> list[tuple]:
-    """Rows of `query` (ending in `IN ({})`) for all `keys`, in batches under SQLite's bound-parameter limit."""
+def select_in(db, query: str, keys: list, batch: int = 500, leading: Sequence = ()) -> list[tuple]:
+    """Rows of `query` (ending in `IN ({})`) for all `keys`, in batches under SQLite's bound-parameter limit;
+    `leading` binds the query's placeholders before the IN list."""
     rows: list[tuple] = []
     for i in range(0, len(keys), batch):
         part = keys[i : i + batch]
-        rows.extend(db.execute(query.format(",".join("?" * len(part))), part))
+        rows.extend(db.execute(query.format(",".join("?" * len(part))), [*leading, *part]))
     return rows

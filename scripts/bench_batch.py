@@ -170,7 +170,8 @@ def margin_table(runs: list[dict], zs=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75
 
 
 def pooled_rate(runs: list[dict], key: str) -> float:
-    return sum(r["n" if key != "s" else "n_static"] for r in runs) / sum(r[f"seconds_{key}"] for r in runs)
+    """Firms per second of one pass ("t" transformer, "s" static alone, "f" fast path) over all the runs."""
+    return sum(r["firms"][key] for r in runs) / sum(r["seconds"][key] for r in runs)
 
 
 def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work: Path, base_env: dict, thresholds: dict) -> dict:
@@ -222,8 +223,8 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
           f"= {rate_f / rate_t:.1f}x the transformer")
     print(f"  agreement with transformer-only labels: {cell:.2%} of (firm, sector) decisions, {firm:.2%} of firms identical, "
           f"F1 on the transformer's positive labels {positive_f1(lt, lf['assigned']):.3f}")
-    run = {"n": n, "n_static": n * repeats, "seconds_t": t["seconds"], "seconds_s": s["seconds"], "seconds_f": f["seconds"],
-           "escalated": f["escalated"], "lt": lt, "ls": ls, "lf": lf, "rate_t": rate_t, "rate_s": rate_s, "rate_f": rate_f,
+    run = {"n": n, "firms": {"t": n, "s": n * repeats, "f": n}, "seconds": {"t": t["seconds"], "s": s["seconds"], "f": f["seconds"]},
+           "escalated": f["escalated"], "lt": lt, "ls": ls, "lf": lf,
            "distance": (logits(ls) - ls["sector_id"].map(thresholds)).abs() / ls["sector_id"].map(sigma)}
     margin_table([run])
     print(f"  5M firms: transformer only {5e6 / rate_t / 3600:,.1f} h; fast path {f['margin_note']} (measured rate) {5e6 / rate_f / 3600:,.1f} h")
@@ -301,7 +302,7 @@ def main() -> None:
     for suffix in (".joblib", ".json"):
         shutil.copy(work / f"head_short{suffix}", head_json.with_suffix(suffix))
     texts = pd.Series(short_eval)
-    rate_t, esc = results["short"]["rate_t"], results["short"]["escalated"] / results["short"]["n"]
+    rate_t, esc = pooled_rate([results["short"]], "t"), results["short"]["escalated"] / results["short"]["n"]
     print(f"\n== full scale: {args.rows:,} firms (the short evaluation texts repeated, embedding cache warm from that run; measured)")
     big = work / f"register_{args.rows}.csv"
     if not big.exists():
