@@ -25,6 +25,7 @@ class Route:
     behaviour: str = ""  # "" | hang | reset | drip
     sequence: list | None = None  # list of (status, headers, body) served in turn; the last one repeats
     drip_seconds: float = 0.0  # drip: pause between 100-byte pieces
+    no_length: bool = False  # send no Content-Length: the body ends when the server closes the connection
 
     def respond(self, n: int) -> tuple[int, dict, bytes]:
         if self.sequence:
@@ -79,7 +80,10 @@ class Site:
                 if "If-None-Match" in rheaders.get("X-Honour", "") and headers.get("if-none-match") == rheaders.get("ETag"):
                     status, body = 304, b""
                 rheaders.pop("X-Honour", None)
-                rheaders.setdefault("Content-Length", str(len(body)))
+                if route is not None and route.no_length:
+                    rheaders["Connection"] = "close"
+                else:
+                    rheaders.setdefault("Content-Length", str(len(body)))
                 out = f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in rheaders.items()) + "\r\n"
                 writer.write(out.encode("latin-1"))
                 if route is not None and route.behaviour == "drip":
@@ -90,6 +94,8 @@ class Site:
                 else:
                     writer.write(body)
                 await writer.drain()
+                if route is not None and route.no_length:
+                    return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         except asyncio.CancelledError:  # farm shutting down: end quietly

@@ -29,11 +29,12 @@ from protego import Protego
 from rtic.crawl import site as siteinfo
 from rtic.crawl.extract import extract
 from rtic.crawl.fetch import Fetch, Fetcher, FetchOptions, origin, same_site
+from rtic.crawl.safety import url_problem
 from rtic.crawl.store import Store, page_html
 from rtic.errors import RticError
 from rtic.register import read_register
 
-ROBOTS_MAX_BYTES = 500_000
+ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least the first 500 KiB; a longer file is cut there, not ignored
 ROBOTS_MAX_AGE = 24 * 3600.0
 # A robots.txt fetch failing like this means the home page would too: the site is judged dead without retrying it.
 UNREACHABLE = {"dns", "connect", "connect_timeout", "tls", "unsafe"}
@@ -72,6 +73,13 @@ def analyse_page(body: bytes, url: str, charset: str | None) -> dict:
     ex = extract(body, url=url, declared_charset=charset)
     findings = {"company_numbers": siteinfo.find_company_numbers(ex.visible), "postcodes": siteinfo.find_postcodes(ex.visible)}
     return {"title": ex.title, "lang": ex.lang, "text": ex.document(), "findings": json.dumps(findings)}
+
+
+def robots_text(body: bytes, truncated: bool) -> str:
+    """robots.txt bytes → text; a file cut at the size cap loses its last, partial line (never half a rule)."""
+    if truncated:
+        body = body[: body.rfind(b"\n") + 1]
+    return body.decode("utf-8", "replace")
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -204,8 +212,8 @@ class Crawler:
             if row is None or row["status"] is None:  # a network failure is not cached across runs
                 parts = urlsplit(url)
                 result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES,
-                                            client=client)
-                body = result.body.decode("utf-8", "replace") if result.ok else ""
+                                            client=client, truncate=True)
+                body = robots_text(result.body, result.truncated) if result.ok else ""
                 self.store.save_robots(key, result.status, body, result.error)
                 status, error = result.status, result.error_kind
                 if error in UNREACHABLE:
@@ -246,6 +254,10 @@ class Crawler:
             return "skipped"
         if not url:
             self.store.finish_site(firm_id, verdict="dead", verdict_detail="no website in register", error_kind="no_website")
+            return "dead"
+        problem = url_problem(url)
+        if problem:  # malformed, or a scheme we never fetch: this site's problem, not the crawl's
+            self.store.finish_site(firm_id, verdict="dead", verdict_detail=problem, error_kind="bad_url", error=problem, pages=0)
             return "dead"
         stored = {row["url"]: row for row in self.store.pages(firm_id)}
         fresh = {u for u, row in stored.items() if (row["fetched_at"] or 0) >= round_started}
@@ -373,7 +385,13 @@ async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progres
                 firm = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            verdict = await crawler.crawl_site(firm)
+            try:
+                verdict = await crawler.crawl_site(firm)
+            except Exception as exc:  # a bug met on one site is that site's failure, recorded; the crawl goes on
+                detail = f"crawler error: {type(exc).__name__}: {str(exc)[:300]}"
+                store.finish_site(firm["firm_id"], verdict="dead", verdict_detail=detail, error_kind="crawler_error", error=detail, pages=0)
+                progress.errors["crawler_error"] += 1
+                verdict = "dead"
             verdicts[verdict] += 1
             if verdict != "skipped":
                 progress.done += 1

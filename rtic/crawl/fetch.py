@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from rtic.crawl.safety import SafeBackend, UnsafeTarget, check_url
+from rtic.crawl.safety import BadURL, SafeBackend, UnsafeTarget, check_url
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -52,6 +52,7 @@ class Fetch:
     error_kind: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    truncated: bool = False  # body cut at max_bytes (only when the caller asked for truncation)
 
     @property
     def ok(self) -> bool:
@@ -73,16 +74,31 @@ def registrable_domain(host: str) -> str:
     return ".".join(labels[-2:])
 
 
+def _port(parts) -> int | str | None:
+    """The URL's port, or its raw text when it is not a valid port (never raises)."""
+    try:
+        return parts.port
+    except ValueError:
+        return parts.netloc.rpartition(":")[2]
+
+
 def same_site(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
+    try:
+        pa, pb = urlsplit(a), urlsplit(b)
+    except ValueError:  # malformed (e.g. an unclosed IPv6 bracket): not the same site as anything
+        return False
     if (pa.hostname or "").replace(".", "").isdigit() or (pb.hostname or "").replace(".", "").isdigit():
-        return pa.hostname == pb.hostname and pa.port == pb.port  # IP hosts (tests): host and port
+        return pa.hostname == pb.hostname and _port(pa) == _port(pb)  # IP hosts (tests): host and port
     return registrable_domain(pa.hostname or "") == registrable_domain(pb.hostname or "")
 
 
 def origin(url: str) -> str:
-    p = urlsplit(url)
-    port = p.port or (443 if p.scheme == "https" else 80)
+    """scheme://host:port, the key for politeness and robots.txt; never raises, even for a malformed URL."""
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return f"malformed:{url[:200]}"
+    port = _port(p) or (443 if p.scheme == "https" else 80)
     return f"{p.scheme}://{(p.hostname or '').lower()}:{port}"
 
 
@@ -117,17 +133,15 @@ class _Decoder:
         self.parts: list[bytes] = []
 
     def feed(self, chunk: bytes) -> bool:
-        """Add raw bytes; False once the decoded size passes the limit."""
+        """Add raw bytes; False once the decoded size passes the limit (the body keeps its first `limit` bytes)."""
         if self.z is None:
             out = chunk
         else:
             out = self.z.decompress(chunk, self.limit - self.size + 1)
-            if self.z.unconsumed_tail:
-                self.size += len(out)
-                return False
+        keep = max(self.limit - self.size, 0)
         self.size += len(out)
-        self.parts.append(out)
-        return self.size <= self.limit
+        self.parts.append(out[:keep])
+        return self.size <= self.limit and not (self.z is not None and self.z.unconsumed_tail)
 
     def body(self) -> bytes:
         return b"".join(self.parts)
@@ -135,6 +149,10 @@ class _Decoder:
 
 def _classify_error(exc: Exception) -> tuple[str, str]:
     text = str(exc) or exc.__class__.__name__
+    if isinstance(exc, (BadURL, httpx.InvalidURL)):
+        return "bad_url", text
+    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in text.lower():
+        return "bad_url", f"redirect to a malformed URL: {text}"  # httpx checks Location before we see the response
     if isinstance(exc, UnsafeTarget):
         return "unsafe", text
     if isinstance(exc, httpx.ConnectTimeout):
@@ -192,12 +210,13 @@ class Fetcher:
         await self.client.aclose()
 
     async def fetch(self, url: str, headers: dict | None = None, accept_any_type: bool = False, max_bytes: int | None = None,
-                    client: httpx.AsyncClient | None = None) -> Fetch:
+                    client: httpx.AsyncClient | None = None, truncate: bool = False) -> Fetch:
+        """GET url. Over max_bytes the fetch fails as too_large, or with truncate=True keeps the first max_bytes (robots.txt)."""
         result = Fetch(url=url, final_url=url)
         started = time.monotonic()
         try:
             await asyncio.wait_for(self._follow(client or self.client, result, headers or {}, accept_any_type,
-                                                max_bytes or self.options.max_page_bytes), self.options.page_timeout)
+                                                max_bytes or self.options.max_page_bytes, truncate), self.options.page_timeout)
         except asyncio.TimeoutError:
             result.error_kind, result.error = "timeout", f"page took longer than {self.options.page_timeout:g}s"
         except Exception as exc:  # network trouble becomes data; anything unexpected is re-raised by _classify_error
@@ -205,20 +224,28 @@ class Fetcher:
         result.seconds = time.monotonic() - started
         return result
 
-    async def _follow(self, client: httpx.AsyncClient, result: Fetch, headers: dict, accept_any_type: bool, max_bytes: int) -> None:
+    async def _follow(self, client: httpx.AsyncClient, result: Fetch, headers: dict, accept_any_type: bool, max_bytes: int,
+                      truncate: bool = False) -> None:
         url = result.url
         seen = {url}
         for hop in range(self.options.max_redirects + 1):
             try:
                 check_url(url)
             except UnsafeTarget as exc:
-                result.error_kind, result.error = ("bad_url" if hop == 0 else "unsafe"), str(exc)
+                where = "" if hop == 0 else f"redirect to {url[:200]!r}: "
+                kind = "bad_url" if hop == 0 or isinstance(exc, BadURL) else "unsafe"
+                result.error_kind, result.error = kind, f"{where}{exc}"
                 return
             async with client.stream("GET", url, headers=headers) as resp:
                 result.final_url = url
                 result.status = resp.status_code
                 if resp.is_redirect and "location" in resp.headers:
-                    nxt = urljoin(url, resp.headers["location"].strip())
+                    location = resp.headers["location"].strip()
+                    try:
+                        nxt = urljoin(url, location)
+                    except ValueError as exc:
+                        result.error_kind, result.error = "bad_url", f"redirect to malformed location {location[:200]!r}: {exc}"
+                        return
                     result.redirects.append(nxt)
                     if nxt in seen:
                         result.error_kind, result.error = "redirect_loop", f"redirect loop back to {nxt}"
@@ -226,11 +253,11 @@ class Fetcher:
                     seen.add(nxt)
                     url = nxt
                     continue
-                await self._read(result, resp, accept_any_type, max_bytes)
+                await self._read(result, resp, accept_any_type, max_bytes, truncate)
                 return
         result.error_kind, result.error = "too_many_redirects", f"more than {self.options.max_redirects} redirects"
 
-    async def _read(self, result: Fetch, resp: httpx.Response, accept_any_type: bool, max_bytes: int) -> None:
+    async def _read(self, result: Fetch, resp: httpx.Response, accept_any_type: bool, max_bytes: int, truncate: bool = False) -> None:
         h = resp.headers
         result.etag, result.last_modified = h.get("etag"), h.get("last-modified")
         result.retry_after = parse_retry_after(h.get("retry-after"))
@@ -244,7 +271,7 @@ class Fetcher:
             result.error_kind, result.error = "not_html", f"content type {result.content_type}"
             return
         declared = h.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes and not h.get("content-encoding"):
+        if declared.isdigit() and int(declared) > max_bytes and not h.get("content-encoding") and not truncate:
             result.error_kind, result.error = "too_large", f"content-length {declared} over the {max_bytes} byte cap"
             return
         try:
@@ -255,6 +282,9 @@ class Fetcher:
         try:
             async for chunk in resp.aiter_raw():
                 if not decoder.feed(chunk):
+                    if truncate:
+                        result.truncated = True
+                        break
                     result.error_kind, result.error = "too_large", f"body over the {max_bytes} byte cap (decoded)"
                     return
         except zlib.error as exc:

@@ -9,6 +9,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import lxml.html
 
 from rtic.crawl.fetch import same_site
+from rtic.crawl.safety import url_problem
 
 # Link scoring: where a firm says what it does. Weighted by keyword, matched in path and anchor text.
 LINK_KEYWORDS = [
@@ -61,8 +62,13 @@ WORD = re.compile(r"[a-zA-ZÀ-ÿ]+")
 
 
 def normalise_url(url: str) -> str:
-    url, _ = urldefrag(url.strip())
-    parts = urlsplit(url)
+    """Lower-cased scheme and host, no fragment, at least "/" as path. A URL too malformed to split
+    (an unclosed IPv6 bracket) comes back stripped but otherwise as given: `url_problem` says why."""
+    try:
+        url, _ = urldefrag(url.strip())
+        parts = urlsplit(url)
+    except ValueError:
+        return url.strip()
     path = parts.path or "/"
     return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower(), path=path).geturl()
 
@@ -93,14 +99,22 @@ def choose_links(html: bytes | str, base_url: str, limit: int) -> list[tuple[str
         return []
     base = root.find(".//base")
     if base is not None and base.get("href"):
-        base_url = urljoin(base_url, base.get("href"))
+        try:
+            based = urljoin(base_url, base.get("href").strip())
+        except ValueError:
+            based = base_url
+        if url_problem(based) is None:  # a malformed <base> is ignored, as browsers do
+            base_url = based
     home = normalise_url(base_url)
     scored: dict[str, tuple[float, str, int]] = {}
     for order, a in enumerate(root.iter("a")):
         href = (a.get("href") or "").strip()
         if not href or href.startswith(("mailto:", "tel:", "javascript:", "#", "data:")):
             continue
-        url = normalise_url(urljoin(base_url, href))
+        try:
+            url = normalise_url(urljoin(base_url, href))
+        except ValueError:
+            continue  # a link too malformed to resolve is that link's problem only
         if not url.startswith(("http://", "https://")) or url == home or not same_site(url, home):
             continue
         if SKIP_LINK.search(urlsplit(url).path + ("?" + urlsplit(url).query if urlsplit(url).query else "")):
