@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,22 @@ import yaml
 
 from rtic.config import DEFAULT_TAXONOMY
 from rtic.errors import RticError
+
+
+# Sector ids name files (cluster maps), columns and URLs: lower-case slugs only, with ".", "_" or "-" between
+# letters and digits, so no id can hold a path separator, "..", a leading dot or dash, spaces or markup.
+SECTOR_ID = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+MAX_SECTOR_ID = 64
+
+
+def sector_id_problem(sector_id: str) -> str | None:
+    """Why a sector id is not a safe slug, or None."""
+    if len(sector_id) > MAX_SECTOR_ID:
+        return f"sector id {sector_id[:40]!r}… is longer than {MAX_SECTOR_ID} characters"
+    if not SECTOR_ID.fullmatch(sector_id):
+        return (f"sector id {sector_id!r} is not a safe id: use lower-case letters and digits, "
+                "with '.', '_' or '-' only between them")
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,9 @@ def parse_taxonomy(data: object, source: str = "taxonomy") -> Taxonomy:
         if s.id in seen:
             problems.append(f"duplicate id '{s.id}'")
         seen.add(s.id)
+        bad_id = sector_id_problem(s.id)
+        if bad_id:
+            problems.append(bad_id)
         if not s.name:
             problems.append(f"'{s.id}' has no name")
         if not s.description:

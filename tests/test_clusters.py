@@ -380,3 +380,26 @@ def test_weighted_dbscan_on_shared_postcodes_equals_plain_dbscan():
     # Same partition (cluster numbers may differ): each of our clusters is exactly one plain cluster.
     assert pd.crosstab(ours, plain).astype(bool).sum(axis=1).eq(1).all()
     assert ((ours == -1) == (plain == -1)).all()
+
+
+def test_cli_report_keeps_hostile_sector_ids_inside_out(tmp_path):
+    """A sector id from the labels never becomes a path: '../../../escaped/pwned' gets a safe map name inside OUT/maps."""
+    from rtic.clusters.report import map_filename
+
+    hostile = {"tiny": "../../../escaped/pwned", "gamma": "a/b"}
+    world = make_world(seed=0)  # a fresh one: the module's world stays as the other tests expect
+    world.labels = world.labels.assign(sector_id=world.labels["sector_id"].replace(hostile))
+    paths = world.write(tmp_path / "inputs")
+    out = tmp_path / "deep" / "er" / "report"
+    res = run_cli("clusters", "report", "--labels", str(paths["labels"]), "--register", str(paths["register"]),
+                  "--postcodes", str(paths["onspd"]), "--out", str(out), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
+    names = {s: map_filename(s) for s in ("alpha", "beta", *hostile.values())}
+    assert written == {f"deep/er/report/maps/{n}" for n in names.values()}
+    assert names["alpha"] == "alpha.png" and "/" not in names["../../../escaped/pwned"] and ".." not in names["../../../escaped/pwned"]
+    assert not any(p.name == "escaped" for p in tmp_path.rglob("*"))
+    page = (out / "index.html").read_text()
+    for sector, name in names.items():
+        assert f"src='maps/{name}'" in page
+    assert "../../../escaped/pwned" in page  # the id is still shown (escaped text), only the file name is sanitised

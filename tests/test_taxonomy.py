@@ -81,3 +81,32 @@ def test_show_lists_every_sector(rtic_home):
     assert res.returncode == 0
     for sector in NINE:
         assert sector in res.stdout
+
+
+@pytest.mark.parametrize("bad", ["../../../escaped/pwned", "a/b", "..", ".hidden", "-rf", "Upper", "two words", "a..b", "tab\tid",
+                                 "<script>", "x" * 65, "dot.", "é"])
+def test_sector_ids_must_be_safe_slugs(bad):
+    data = _base()
+    data["sectors"].append({"id": bad, "name": "Bad", "description": "a sector with a hostile id"})
+    with pytest.raises(RticError, match="not a safe id|longer than"):
+        parse_taxonomy(data)
+    data = _base()
+    data["verticals"] = [{"id": bad, "parent": "a", "name": "Bad", "description": "a vertical with a hostile id"}]
+    with pytest.raises(RticError, match="not a safe id|longer than"):
+        parse_taxonomy(data)
+
+
+def test_safe_slug_ids_are_accepted():
+    data = _base()
+    data["sectors"].append({"id": "quantum-tech_2", "name": "Q", "description": "quantum"})
+    data["verticals"] = [{"id": "quantum-tech_2.sensing", "parent": "quantum-tech_2", "name": "S", "description": "sensing"}]
+    assert parse_taxonomy(data).sector_ids == ["a", "b", "quantum-tech_2"]
+
+
+def test_validate_cli_refuses_a_path_like_id(tmp_path, rtic_home):
+    data = _base()
+    data["sectors"][0]["id"] = "../../../escaped/pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = run_cli("taxonomy", "validate", str(path), home=rtic_home)
+    assert res.returncode == 2 and "not a safe id" in res.stderr and "Traceback" not in res.stderr, res.stderr

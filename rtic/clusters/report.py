@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,26 @@ from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialResult
 
 MAX_BACKGROUND_POINTS = 200_000  # a random sample of all firms is drawn behind; enough to see the country's shape
+SAFE_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")  # a lower-case slug: no "/", no "..", no leading dot or dash
+
+
+def map_filename(sector: str) -> str:
+    """A file name for a sector's map that stays inside the maps folder whatever the sector id holds.
+
+    Ids that are already safe lower-case slugs (every taxonomy id) are used as they are; anything else
+    (path separators, "..", odd characters, upper case, which clashes on case-blind file systems)
+    becomes its safe characters plus a short hash of the id, so two ids never share a file."""
+    if len(sector) <= 64 and SAFE_NAME.fullmatch(sector):
+        return f"{sector}.png"
+    slug = re.sub(r"[^a-z0-9_-]+", "_", sector.lower()).strip("_-")[:48] or "sector"
+    return f"{slug}-{hashlib.sha256(sector.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}.png"
+
+
+def map_path(maps_dir: Path, sector: str) -> Path:
+    path = maps_dir / map_filename(sector)
+    if path.resolve().parent != maps_dir.resolve():  # cannot happen with map_filename; a last check before writing
+        raise ValueError(f"map path for sector {sector!r} leaves {maps_dir}")
+    return path
 
 
 def sector_map(inputs: ClusterInputs, spatial: SpatialResult, sector: str, path: Path, seed: int = 0) -> Path:
@@ -83,13 +106,13 @@ def write_report(out_dir: Path, inputs: ClusterInputs, specialisation: pd.DataFr
     if communities is not None:
         parts.append("<h2>Collaboration communities</h2>" + _table(communities))
     for sector in inputs.sector_ids:
-        png = sector_map(inputs, spatial, sector, out_dir / "maps" / f"{sector}.png")
+        png = sector_map(inputs, spatial, sector, map_path(out_dir / "maps", sector))
         spec = specialisation[specialisation["sector_id"] == sector]
         top = spec[spec["specialised"]] if spec["specialised"].any() else spec.head(10)
         sector_clusters = clusters[clusters["sector_id"] == sector] if len(clusters) else clusters
         parts += [
             f"<h2 id='{esc(sector)}'>{esc(sector)}</h2>",
-            f"<img src='maps/{esc(png.name)}' alt='map of {esc(sector)} firms and clusters'>",
+            f"<img src='maps/{esc(quote(png.name))}' alt='map of {esc(sector)} firms and clusters'>",
             f"<h3>Specialised areas ({int(spec['specialised'].sum())} of {len(spec)})</h3>" + _table(top),
             f"<h3>Spatial clusters ({len(sector_clusters)})</h3>" + _table(sector_clusters),
         ]
