@@ -7,7 +7,11 @@ the Content-Security-Policy says so (script-src 'none'), so even a crawled page 
 past escaping could not run a script in the reviewer's browser.
 
 Security: bound to 127.0.0.1 by default; Host must be the address served (no DNS rebinding);
-every POST needs the server's CSRF token and, when the browser sends one, a same-origin Origin.
+every POST needs the server's CSRF token and, when the browser sends one, a same-origin Origin
+(scheme, host and port). A POST must declare its length (at most MAX_BODY bytes; no chunked
+bodies); an idle or stalled connection is closed after IDLE_TIMEOUT seconds, and at most
+MAX_CONNECTIONS are served at once (more are answered 503 and closed), so held-open sockets cannot
+pile up threads.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import html
 import json
 import queue
 import secrets
+import socket
 import threading
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
@@ -58,6 +63,12 @@ mark{background:#ffe27a;padding:0 .1em}mark.strong{background:#ffc400}
 """
 
 
+MAX_BODY = 100_000  # bytes of a POSTed form: a decision and a 2,000-character note fit many times over
+IDLE_TIMEOUT = 15.0  # seconds a connection may sit without sending (keep-alive, half-sent request or body)
+MAX_CONNECTIONS = 64  # connections served at once, one thread each
+MAX_SEARCH_LIMIT = 500
+
+
 def esc(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -86,6 +97,7 @@ class ReviewApp:
         self._model_lock = threading.Lock()
         self._evidence_cache: dict[tuple[str, str], list] = {}
         self.allowed_hosts: set[str] = set()
+        self.allowed_origins: set[str] = set()
 
     # -- connections ---------------------------------------------------------------------------
     # The server runs each connection in a new thread; SQLite's page cache lives in the connection,
@@ -277,10 +289,21 @@ class ReviewApp:
         return data
 
 
+def search_limit(value: str | None) -> int:
+    """The /api/search limit: a whole number from 1 to MAX_SEARCH_LIMIT (default 50)."""
+    if value is None:
+        return 50
+    value = value.strip()
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SEARCH_LIMIT:
+        raise RticError(f"limit must be a whole number from 1 to {MAX_SEARCH_LIMIT}, got {value[:20]!r}")
+    return int(value)
+
+
 class Handler(BaseHTTPRequestHandler):
     app: ReviewApp  # set on the subclass made by make_server
     server_version = "rtic-review"
     sys_version = ""
+    timeout = IDLE_TIMEOUT  # socket timeout: an idle keep-alive or stalled request is dropped, its thread freed
 
     def handle(self):
         self.app.checkout()
@@ -307,6 +330,11 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, self.app.page("error", f"<section class='err' id='error'>{esc(message)}</section>"))
 
+    def _refuse(self, status: int, message: str) -> None:
+        """An error before the body is read: close the connection, since the unread body would be taken for the next request."""
+        self.close_connection = True
+        self._error(status, message)
+
     def _host_ok(self) -> bool:
         return (self.headers.get("Host") or "") in self.app.allowed_hosts
 
@@ -322,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, CSS, "text/css; charset=utf-8")
             if url.path == "/api/search":
                 rows = self.app.index.search(q=params.get("q", ""), sector=params.get("sector") or None, review=params.get("review") or None,
-                                             after=params.get("after", ""), limit=min(int(params.get("limit", 50)), 500))
+                                             after=params.get("after", ""), limit=search_limit(params.get("limit")))
                 return self._json(200, {"firms": [asdict(r) for r in rows]})
             if url.path.startswith("/api/firm/"):
                 data = self.app.firm_json(unquote(url.path[len("/api/firm/"):]))
@@ -342,15 +370,27 @@ class Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return self._error(HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header")
         origin = self.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc not in self.app.allowed_hosts:
-            return self._error(403, "cross-site request refused (Origin)")
+        if origin is not None and origin.strip().lower() not in self.app.allowed_origins:
+            return self._refuse(403, "cross-site request refused (Origin)")
+        if self.headers.get("Transfer-Encoding"):
+            return self._refuse(411, "chunked request bodies are not accepted: send Content-Length")
+        declared = (self.headers.get("Content-Length") or "").strip()
+        if not declared:
+            return self._refuse(411, "Content-Length required")
+        if not declared.isdigit():  # refuses -1 (which would read to end of stream), +5, 1e3, spaces
+            return self._refuse(400, "bad Content-Length")
+        length = int(declared)
+        if length > MAX_BODY:
+            return self._refuse(413, "request too large")
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return self._error(400, "bad Content-Length")
-        if length > 100_000:
-            return self._error(413, "request too large")
-        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode("utf-8", "replace"), keep_blank_values=True).items()}
+            raw = self.rfile.read(length)
+        except (TimeoutError, socket.timeout, ConnectionError):
+            self.close_connection = True
+            return
+        if len(raw) < length:  # the client gave up before sending what it declared
+            self.close_connection = True
+            return
+        form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50).items()}
         if not hmac.compare_digest(form.get("csrf", ""), self.app.csrf_token):
             return self._error(403, "missing or wrong CSRF token: reload the page")
         url = urlsplit(self.path)
@@ -365,17 +405,51 @@ class Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.SEE_OTHER, "", extra={"Location": location})
 
 
+class BoundedThreadingHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `max_connections` connections (threads) at once; the next is told 503 and closed."""
+
+    max_connections = MAX_CONNECTIONS
+    request_queue_size = 128  # listen backlog: a burst is accepted (and capped, and timed out) rather than left in the kernel
+    block_on_close = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 5\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def make_server(app: ReviewApp) -> ThreadingHTTPServer:
     """A server for the app (port 0 picks a free port); call serve_forever() on it."""
     handler = type("BoundHandler", (Handler,), {"app": app})
     try:
-        server = ThreadingHTTPServer((app.config.host, app.config.port), handler)
+        server = BoundedThreadingHTTPServer((app.config.host, app.config.port), handler)
     except OSError as exc:
         raise RticError(f"cannot listen on {app.config.host}:{app.config.port}: {exc.strerror or exc}") from None
     server.daemon_threads = True
     port = server.server_address[1]
     names = {app.config.host, "localhost", "127.0.0.1"} if app.config.host in ("127.0.0.1", "localhost") else {app.config.host}
     app.allowed_hosts = {f"{n}:{port}" for n in names}
+    app.allowed_origins = {f"http://{h}" for h in app.allowed_hosts}  # the server speaks plain HTTP only
     return server
 
 

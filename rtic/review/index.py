@@ -312,9 +312,12 @@ class LabelsIndex:
         for a search, the near-threshold table for review, the sector index for a sector) and
         streamed in firm-id order, so a page costs about `limit` index lookups, not a scan.
         """
+        limit = int(limit)
+        if limit < 1:  # SQLite reads LIMIT -1 as "no limit": a page is never the whole table
+            raise RticError(f"search limit must be at least 1, got {limit}")
         q = (q or "").strip()
         conds, params = self._filters(sector or None, review or None)
-        params.update(after=after or "", n=int(limit))
+        params.update(after=after or "", n=limit)
         # Each source is (table with alias x, its own condition); DISTINCT over an index in firm-id
         # order streams, so LIMIT stops the scan early.
         sources: list[tuple[str, str]] = []

@@ -4,11 +4,15 @@ A decision says whether a firm is in a sector: `confirm` (the model assigned it 
 agrees), `reject` (not in the sector, whatever the model said) or `add` (in the sector though the
 model did not assign it). A firm's history is never overwritten: a later decision on the same
 (firm, sector) supersedes an earlier one, and both stay in the table. Triggers refuse UPDATE and
-DELETE, so the history cannot be rewritten through SQL either.
+DELETE, and any INSERT that names an id not after the last one (REPLACE INTO, INSERT OR REPLACE
+and upserts delete or rewrite the row they collide with without firing a DELETE trigger, and a
+back-dated id would reorder the history), so the history cannot be rewritten through SQL either.
+Opening the store puts back any trigger that was dropped.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,11 +43,27 @@ CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
 BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS decisions_no_delete BEFORE DELETE ON decisions
 BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
+-- NEW.id is -1 in a BEFORE INSERT trigger when the id is left to SQLite; an id given by the caller
+-- must come after every stored one, so REPLACE INTO / INSERT OR REPLACE / an upsert cannot collide
+-- with (and silently delete or rewrite) a stored decision, nor slip one into the past.
+CREATE TRIGGER IF NOT EXISTS decisions_no_replace BEFORE INSERT ON decisions
+WHEN NEW.id IS NOT NULL AND NEW.id <> -1 AND NEW.id <= (SELECT coalesce(max(id), 0) FROM decisions)
+BEGIN SELECT RAISE(ABORT, 'review decisions are append-only: an id may not be reused or back-dated'); END;
+-- Ids are positive, so -1 above can only mean "not given".
+CREATE TRIGGER IF NOT EXISTS decisions_positive_id AFTER INSERT ON decisions WHEN NEW.id < 1
+BEGIN SELECT RAISE(ABORT, 'review decision ids are positive'); END;
 -- The decision in force for each (firm, sector): the latest one.
 CREATE VIEW IF NOT EXISTS latest_decisions AS
 SELECT d.* FROM decisions d
 WHERE d.id = (SELECT max(id) FROM decisions e WHERE e.firm_id = d.firm_id AND e.sector_id = d.sector_id);
 """
+
+
+TRIGGER = re.compile(r"CREATE TRIGGER IF NOT EXISTS (\w+) .*?END;", re.S)
+
+
+def _squash(sql: str | None) -> str:
+    return " ".join((sql or "").split())
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,20 @@ class ReviewStore:
             self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(SCHEMA)
+            self._check_triggers()
         except sqlite3.DatabaseError as exc:
             raise RticError(f"cannot open reviews database {self.path}: {exc}") from None
+
+    def _check_triggers(self) -> None:
+        """Put back any append-only trigger that was dropped or replaced by another of the same name."""
+        wanted = {m.group(1): m.group(0).strip() for m in TRIGGER.finditer(SCHEMA)}
+        have = dict(self.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'decisions'").fetchall())
+        stale = [name for name, sql in wanted.items() if _squash(have.get(name)) != _squash(sql.replace(" IF NOT EXISTS", "").rstrip(";"))]
+        if stale:
+            with self.conn:
+                for name in stale:
+                    self.conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+                    self.conn.execute(wanted[name])
 
     def close(self) -> None:
         self.conn.close()
