@@ -192,3 +192,50 @@ def test_an_unexpected_error_on_one_site_is_recorded_and_the_crawl_goes_on(farm,
     got = sites(tmp_path / "c.db")
     assert got["GOOD"]["verdict"] == "ok" and summary.errors.get("crawler_error") == 1
     assert got["BOOM"]["verdict"] == "dead" and got["BOOM"]["error_kind"] == "crawler_error" and "KeyError" in got["BOOM"]["error"]
+
+
+# -- found by our own hostile pass ------------------------------------------------------------------
+def test_robots_with_a_byte_order_mark_is_obeyed(farm, tmp_path):
+    site = farm.add({"/robots.txt": Route(b"\xef\xbb\xbfUser-agent: *\nDisallow: /\n", headers=TEXT), "/": HOME_PROSE})
+    register = write_register(tmp_path, [{"firm_id": "B", "website": site.url}])
+    crawl(register, tmp_path / "c.db", options())
+    assert sites(tmp_path / "c.db")["B"]["verdict"] == "blocked"
+    assert [p for _, p, _, _ in farm.requests(site)] == ["/robots.txt"]
+
+
+def test_non_ascii_validators_do_not_break_a_recrawl(farm, tmp_path):
+    # sitefarm writes headers as Latin-1: the client reads these as non-ASCII text, which cannot be sent back as-is.
+    site = farm.add({"/": Route(HOME_PROSE, headers={"Content-Type": "text/html", "ETag": '"caf\xe9"', "Last-Modified": "l\xfandi"})})
+    register = write_register(tmp_path, [{"firm_id": "E", "website": site.url}])
+    store = tmp_path / "c.db"
+    crawl(register, store, options())
+    again = crawl(register, store, options(recrawl_after=0.0))
+    assert again.crawled == 1 and sites(store)["E"]["verdict"] == "ok"
+    last = farm.requests(site, "/")[-1][2]
+    assert len(farm.requests(site, "/")) == 2 and "if-none-match" not in last and "if-modified-since" not in last
+
+
+def test_pathological_html_is_read_quickly(farm, tmp_path):
+    import time
+
+    # One tag with 60,000 attributes (libxml2 compares each with all before it: about a minute, twice, before the fix),
+    # JSON-LD nested deeper than Python's stack, and 60,000 links.
+    attrs = " ".join(f"a{i}" for i in range(60_000))
+    many_attrs = f"<html lang='en'><body><div {attrs}><p>{PROSE}</p></div><a href='/about-us'>About</a></body></html>"
+    deep_json = page("Deep", f"<p>{PROSE}</p><a href='/about-us'>About</a>", extra_head="<script type='application/ld+json'>" + "[" * 100_000 + "</script>")
+    links = page("Links", f"<p>{PROSE}</p>" + "".join(f"<a href='/about-{i}'>About us {i}</a>" for i in range(60_000)))
+    about = page("About", f"<p>{PROSE}</p>")
+    for name, body in (("attrs", many_attrs), ("json", deep_json), ("links", links)):
+        started = time.monotonic()
+        _, _, row, got = crawl_here(farm, tmp_path / name, {"/": body, "/about-us": about, "/about-0": about})
+        assert row["verdict"] == "ok", (name, row)
+        assert "precision sensors" in got[0]["text"] and len(got) >= 2, name
+        assert time.monotonic() - started < 12, name  # the attributes case took about 30 s before the fix
+
+
+def crawl_here(farm, folder, routes):
+    site = farm.add(routes)
+    register = write_register(folder, [{"firm_id": "F1", "website": site.url}])
+    store = folder / "crawl.db"
+    summary = crawl(register, store, options(max_page_bytes=3_000_000, page_timeout=20.0, read_timeout=10.0))
+    return site, summary, sites(store)["F1"], pages(store, "F1")

@@ -79,7 +79,12 @@ def robots_text(body: bytes, truncated: bool) -> str:
     """robots.txt bytes → text; a file cut at the size cap loses its last, partial line (never half a rule)."""
     if truncated:
         body = body[: body.rfind(b"\n") + 1]
-    return body.decode("utf-8", "replace")
+    return body.decode("utf-8", "replace").removeprefix("\ufeff")  # a byte-order mark would hide the first line's rule
+
+
+def sendable(value: str | None) -> bool:
+    """Whether a header value from a server can go back in a request (printable ASCII, not absurdly long)."""
+    return bool(value) and len(value) <= 1024 and value.isascii() and value.isprintable()
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -300,9 +305,10 @@ class Crawler:
         old = stored.get(url)
         headers = {}
         if old is not None and old["status"] == 200:
-            if old["etag"]:
+            # A validator is sent back only as printable ASCII: a site's odd bytes must not break its recrawl.
+            if sendable(old["etag"]):
                 headers["If-None-Match"] = old["etag"]
-            if old["last_modified"]:
+            if sendable(old["last_modified"]):
                 headers["If-Modified-Since"] = old["last_modified"]
         result = await self.request(url, headers, client)
         if result.status == 304 and old is not None:

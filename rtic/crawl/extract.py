@@ -39,6 +39,12 @@ HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 ORG_TYPES = {"organization", "corporation", "localbusiness", "professionalservice", "product", "service", "store", "onlinestore", "website", "webpage", "aboutpage"}
 WS = re.compile(r"\s+")
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.I)
+# libxml2's HTML parser compares each new attribute of a tag with all those before it: one tag with
+# 100,000 attributes (a 1 MB page) takes minutes. Tags with more than MAX_ATTRIBUTES lose their attributes.
+MAX_ATTRIBUTES = 200
+TAG_START = re.compile(r"<[A-Za-z][^\s/>]*")
+TAG_REST = re.compile(r"""(?:[^>"']+|"[^"]*"|'[^']*')*""")  # to the tag's closing '>', quotes respected; never backtracks
+QUOTED = re.compile(r""""[^"]*"|'[^']*'""")
 
 
 @dataclass
@@ -88,10 +94,29 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
     return data.decode("utf-8", errors="replace") if data.count(b"\xef\xbf\xbd") else data.decode("cp1252", errors="replace")
 
 
+def defuse(html: str) -> str:
+    """The page with the attributes dropped from any tag that has more than MAX_ATTRIBUTES (linear time)."""
+    out, last, pos = [], 0, 0
+    while True:
+        m = TAG_START.search(html, pos)
+        if m is None:
+            break
+        rest = TAG_REST.match(html, m.end())
+        end = rest.end()
+        if end - m.end() > 2 * MAX_ATTRIBUTES and len(QUOTED.sub("", rest.group(0)).split()) > MAX_ATTRIBUTES:
+            out += [html[last:m.start()], m.group(0), ">"]
+            last = end + 1 if html.startswith(">", end) else end
+        pos = max(end, m.end())  # a '<' inside this tag's attribute values starts no tag
+    if not out:
+        return html
+    out.append(html[last:])
+    return "".join(out)
+
+
 def parse(html: str | bytes, declared: str | None = None):
     if isinstance(html, bytes):
         html = decode_html(html, declared)
-    html = html.replace("\x00", "")
+    html = defuse(html.replace("\x00", ""))
     if not html.strip():
         return None
     try:
@@ -111,7 +136,7 @@ def _jsonld_descriptions(root) -> list[str]:
     for node in root.xpath('//script[@type="application/ld+json"]'):
         try:
             data = json.loads(node.text or "")
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser's stack
             continue
         stack = [data]
         while stack:

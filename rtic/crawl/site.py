@@ -3,11 +3,13 @@ UK company numbers and postcodes on it, and how well it matches the register row
 
 from __future__ import annotations
 
+import itertools
 import re
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import lxml.html
 
+from rtic.crawl.extract import defuse
 from rtic.crawl.fetch import same_site
 from rtic.crawl.safety import url_problem
 
@@ -44,6 +46,7 @@ PARKED_PHRASES = re.compile(
 PARKING_HOSTS = re.compile(r"sedoparking|parkingcrew|bodis|dan\.com|afternic|hugedomains|above\.com|undeveloped|"
                            r"sedo\.com|parklogic|domainmarket|godaddy\.com/domain|uniregistry|namebright|parked", re.I)
 NEAR_EMPTY_WORDS = 20
+MAX_ANCHORS = 3000  # links looked at per page: a real page has a few hundred; 100,000 would hold the event loop for seconds
 
 # UK company numbers: 8 digits, or 2 letters + 6 digits (SC, NI, OC, SO, NC, R0, ...), seen next to a cue.
 COMPANY_NUMBER = re.compile(
@@ -94,7 +97,7 @@ def choose_links(html: bytes | str, base_url: str, limit: int) -> list[tuple[str
     if limit <= 0 or not html:
         return []
     try:
-        root = lxml.html.document_fromstring(html if isinstance(html, str) else html.decode("utf-8", "replace"))
+        root = lxml.html.document_fromstring(defuse(html if isinstance(html, str) else html.decode("utf-8", "replace")))
     except (ValueError, lxml.etree.ParserError):
         return []
     base = root.find(".//base")
@@ -107,7 +110,7 @@ def choose_links(html: bytes | str, base_url: str, limit: int) -> list[tuple[str
             base_url = based
     home = normalise_url(base_url)
     scored: dict[str, tuple[float, str, int]] = {}
-    for order, a in enumerate(root.iter("a")):
+    for order, a in enumerate(itertools.islice(root.iter("a"), MAX_ANCHORS)):
         href = (a.get("href") or "").strip()
         if not href or href.startswith(("mailto:", "tel:", "javascript:", "#", "data:")):
             continue
