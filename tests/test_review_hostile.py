@@ -239,3 +239,24 @@ def test_appending_still_works_and_dropped_or_replaced_triggers_are_restored(tmp
             with store.conn:
                 store.conn.execute(sql.replace("id = 1", "id = 10").replace("VALUES (1,", "VALUES (10,"))
     assert [d.decision for d in store.history("F1")] == ["confirm", "reject", "confirm"]
+
+
+# -- found by our own hostile pass ------------------------------------------------------------------
+def test_a_form_with_too_many_fields_is_refused_not_a_traceback(server, capfd):
+    port, app = server
+    before = len(app.store.history("F0001"))
+    body = (urlencode({f"f{i}": "1" for i in range(60)}) + "&" + form(app).decode()).encode()
+    response = raw(port, post(port, body, {"Content-Length": str(len(body)), "Connection": "close"}))
+    assert status_of(response) == 400 and b"form fields" in response
+    assert len(app.store.history("F0001")) == before
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_hostile_search_text_and_ids_are_answered(server):
+    port, _ = server
+    for target in ("/?q=%22", "/?q=NEAR(", "/?q=*", "/?q=a%20OR%20", "/?q=%00", "/api/search?q=%22%22%22", "/?q=%5E", "/?q=a:b",
+                   "/?after=%00&q=f", "/?sector=" + "x" * 5000, "/api/search?review=near&sector=%27", "/firm/F0001?sector=%00"):
+        assert get(port, target)[0] == 200, target
+    for target in ("/firm/%ff", "/firm/%00", "/api/firm/%ff%fe"):
+        assert get(port, target)[0] == 404, target
+    assert get(port, "/?review=bogus")[0] == 400

@@ -67,6 +67,7 @@ MAX_BODY = 100_000  # bytes of a POSTed form: a decision and a 2,000-character n
 IDLE_TIMEOUT = 15.0  # seconds a connection may sit without sending (keep-alive, half-sent request or body)
 MAX_CONNECTIONS = 64  # connections served at once, one thread each
 MAX_SEARCH_LIMIT = 500
+MAX_FORM_FIELDS = 50  # the decision form has three
 
 
 def esc(value) -> str:
@@ -390,7 +391,11 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) < length:  # the client gave up before sending what it declared
             self.close_connection = True
             return
-        form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50).items()}
+        try:
+            fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            return self._error(400, f"more than {MAX_FORM_FIELDS} form fields")
+        form = {k: v[0] for k, v in fields.items()}
         if not hmac.compare_digest(form.get("csrf", ""), self.app.csrf_token):
             return self._error(403, "missing or wrong CSRF token: reload the page")
         url = urlsplit(self.path)
