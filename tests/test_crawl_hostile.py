@@ -239,3 +239,16 @@ def crawl_here(farm, folder, routes):
     store = folder / "crawl.db"
     summary = crawl(register, store, options(max_page_bytes=3_000_000, page_timeout=20.0, read_timeout=10.0))
     return site, summary, sites(store)["F1"], pages(store, "F1")
+
+
+def test_robots_200_with_an_unreadable_body_means_disallow(farm, tmp_path):
+    broken = gzip.compress(b"User-agent: *\nAllow: /\n" * 100)[:-40] + b"\x00" * 40  # corrupt gzip stream
+    site = farm.add({"/robots.txt": Route(broken, headers={**TEXT, "Content-Encoding": "gzip"}), "/": HOME_PROSE})
+    register = write_register(tmp_path, [{"firm_id": "U", "website": site.url}])
+    store = tmp_path / "c.db"
+    crawl(register, store, options())
+    row = sites(store)["U"]
+    assert row["verdict"] == "blocked" and row["robots"] == "unavailable"
+    assert [p for _, p, _, _ in farm.requests(site)] == ["/robots.txt"]
+    # not remembered as a good answer: the next run asks again
+    assert sqlite3.connect(store).execute("SELECT status, error FROM robots").fetchone()[0] is None

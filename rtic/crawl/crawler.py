@@ -219,13 +219,19 @@ class Crawler:
                 result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES,
                                             client=client, truncate=True)
                 body = robots_text(result.body, result.truncated) if result.ok else ""
-                self.store.save_robots(key, result.status, body, result.error)
+                # A 2xx whose body could not be read (cut off, corrupt gzip, too slow) is a network error: RFC 9309
+                # says assume complete disallow. Stored without a status, so the next run asks again.
+                unreadable = result.status is not None and 200 <= result.status < 300 and result.error_kind is not None
+                self.store.save_robots(key, None if unreadable else result.status, body, result.error)
                 status, error = result.status, result.error_kind
                 if error in UNREACHABLE:
                     self.unreachable[key] = result
             else:
                 body, status, error = row["body"], row["status"], row["error"]
-            if status is not None and 200 <= status < 300:
+                unreadable = False
+            if unreadable:
+                parsed, outcome = None, "unavailable"
+            elif status is not None and 200 <= status < 300:
                 parsed, outcome = Protego.parse(body), "allowed"
             elif status is not None and 500 <= status < 600:
                 parsed, outcome = None, "unavailable"  # RFC 9309: a server error means assume full disallow
