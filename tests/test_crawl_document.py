@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from rtic.config import DEFAULT_SEED_LABELS
 from rtic.crawl.crawler import CrawlOptions, crawl
-from rtic.crawl.document import firm_documents, site_document
+from rtic.crawl.document import PAGE_CHAR_CAP, firm_documents, site_document
 from rtic.crawl.fetch import FetchOptions
 from sitefarm import Farm, Route, page
 
@@ -68,3 +68,42 @@ def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
     assert text_sha256(shown.text) == pd.read_parquet(out)["text_sha256"].iloc[0]
     assert [p.kind for p in shown.pages] == ["home", "about"] and all(p.fetched_at for p in shown.pages)
     assert firm_text("P", store=store).text == ""
+
+
+CAREERS = ("Join our data team! We are hiring a machine learning engineer to build computer vision models, "
+           "deep learning pipelines and predictive analytics on our data platform. ") * 3
+
+
+def test_generic_pages_never_decide_the_document():
+    """A plumber's careers page full of AI words stays out of the text; a long page cannot crowd out the rest."""
+    pages = [
+        {"url": "p/", "kind": "home", "seq": 0, "text": "Dalton Plumbing\nBoiler servicing, leaks and bathroom fitting in Hull."},
+        {"url": "p/services", "kind": "services", "seq": 1, "text": "Services\nEmergency call-outs 24/7.\n" + "Radiator flushing. " * 800},
+        {"url": "p/careers", "kind": "team", "seq": 2, "text": f"Careers\n{CAREERS}"},
+        {"url": "p/contact", "kind": "contact", "seq": 3, "text": "Contact us\nmachine learning data platform"},
+    ]
+    text, provenance = site_document(pages)
+    assert "machine learning" not in text and [p["kind"] for p in provenance] == ["home", "services"]
+    services = next(p for p in provenance if p["kind"] == "services")
+    assert services["end"] - services["start"] <= PAGE_CHAR_CAP
+    # A site whose only readable page is generic still has a document.
+    only = site_document([{"url": "q/", "kind": "home", "seq": 0, "text": ""}, {"url": "q/team", "kind": "team", "seq": 1, "text": "Our team of engineers"}])
+    assert only[0] == "Our team of engineers"
+
+
+def test_crawled_multi_page_firm_document(tmp_path):
+    """Crawler-shaped: a real crawl of a site with home, services and careers pages."""
+    with Farm() as farm:
+        site = farm.add({
+            "/": page("Dalton Plumbing", "<h1>Dalton Plumbing</h1><p>Boiler servicing, leaks and bathroom fitting across Hull and the East Riding since 1998.</p>"
+                      "<a href='/services'>Our services</a> <a href='/careers'>Careers</a>"),
+            "/services": page("Services", "<h1>Services</h1><p>Emergency call-outs, radiator flushing, unvented cylinders and landlord gas safety certificates.</p>"),
+            "/careers": page("Careers", f"<h1>Careers</h1><p>{CAREERS}</p>"),
+        })
+        register = tmp_path / "register.csv"
+        pd.DataFrame({"firm_id": ["D"], "website": [site.url]}).to_csv(register, index=False)
+        store = tmp_path / "crawl.db"
+        crawl(register, store, CrawlOptions(delay=0.0, fetch=FetchOptions(allow_private=True)))
+    doc = firm_documents(store, ["D"]).iloc[0]
+    assert "radiator flushing" in doc["text"] and "machine learning" not in doc["text"]
+    assert [p["kind"] for p in json.loads(doc["pages"])] == ["home", "services"]

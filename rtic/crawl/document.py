@@ -2,7 +2,9 @@
 
 Home page first, then the other pages in crawl order; blocks repeated across a site's pages
 (templates: taglines, contact strips, cookie text that slipped through) are dropped; each page's
-span in the text is kept as provenance.
+span in the text is kept as provenance. A firm's sector is what it sells, so generic pages (team and
+careers, contact) are left out when the site has pages that say what it does, and no page may fill
+more than PAGE_CHAR_CAP characters: one long page never outweighs the rest of the site.
 """
 
 from __future__ import annotations
@@ -16,11 +18,28 @@ import pandas as pd
 from rtic.crawl.store import Store
 
 UNUSABLE = {"dead": "site dead", "parked": "site parked", "blocked": "blocked by robots.txt"}
+GENERIC_KINDS = frozenset({"team", "contact"})  # crawl.site.LINK_KEYWORDS kinds that say nothing of the offer
+PAGE_CHAR_CAP = 6000  # about three of the encoder's windows
+
+
+def _capped(blocks: list[str], cap: int = PAGE_CHAR_CAP) -> list[str]:
+    """The page's first blocks up to `cap` characters (a first block longer than that is cut)."""
+    kept, used = [], 0
+    for b in blocks:
+        if used + len(b) > cap:
+            if not kept:
+                kept.append(b[:cap])
+            break
+        kept.append(b)
+        used += len(b) + 1
+    return kept
 
 
 def site_document(pages: list[dict]) -> tuple[str, list[dict]]:
     """Join a site's page texts (home first) without template blocks; returns text and per-page provenance."""
     pages = sorted(pages, key=lambda p: (p.get("seq") or 0))
+    if any(p.get("kind") not in GENERIC_KINDS and (p.get("text") or "").strip() for p in pages):
+        pages = [p for p in pages if p.get("kind") not in GENERIC_KINDS]
     per_page = [[b.strip() for b in (p.get("text") or "").split("\n") if b.strip()] for p in pages]
     seen_on = Counter(b for blocks in per_page for b in set(blocks))
     repeated = {b for b, n in seen_on.items() if n >= 2} if len(pages) >= 3 else set()
@@ -32,7 +51,8 @@ def site_document(pages: list[dict]) -> tuple[str, list[dict]]:
             if (b in repeated and not (page.get("seq") == 0 and i == 0)) or b in emitted:
                 continue
             kept.append(b)
-            emitted.add(b)
+        kept = _capped(list(dict.fromkeys(kept)))
+        emitted.update(kept)
         if not kept:
             continue
         chunk = "\n".join(kept)
