@@ -24,6 +24,7 @@ import pandas as pd
 
 from rtic import registry
 from rtic.config import Settings
+from rtic.contracts import sibling_path
 from rtic.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.pyfunc_model import assigned_column, probability_column
@@ -56,11 +57,11 @@ class ClassifyResult:
 
 
 def exceptions_path_for(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".exceptions.csv")
+    return sibling_path(out, ".exceptions.csv")
 
 
 def parts_dir_for(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".parts")
+    return sibling_path(out, ".parts")
 
 
 # -- where firm text comes from ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.review.store import ReviewStore, publish, reviewed_firms
 from rtic.tables import write_atomically
@@ -77,6 +78,6 @@ def export_file(labels: str | Path, reviews: str | Path, out: str | Path, regist
     texts = {f: firm_text(f, register=register, store=store, rows=rows).text for f in firms}
     labelled, missing = reviewed_firms(published, texts)
     write_atomically(labelled, out)
-    exceptions = out.with_name(out.name.split(".")[0] + ".exceptions.csv")
+    exceptions = sibling_path(out, ".exceptions.csv")
     write_atomically(missing, exceptions)
     return ExportResult(out, exceptions, len(labelled), len(missing))
