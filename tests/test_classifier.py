@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.classifier import Platt, SectorClassifier, best_f1_threshold
+from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold
 from conftest import HashEncoder
 
 TOPICS = {

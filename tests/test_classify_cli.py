@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtic.classify import LABEL_COLUMNS
+from rtic.score.batch import LABEL_COLUMNS
 from rtic.config import PACKAGE_DATA
 from conftest import run_cli
 

@@ -60,8 +60,8 @@ def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
     assert exceptions.loc["P", "reason"].startswith("site parked") and exceptions.loc["N", "reason"].startswith("site dead")
 
     # A reviewer sees exactly the document that was scored, with the pages it came from.
-    from rtic.encoder import text_sha256
-    from rtic.firm_text import firm_text
+    from rtic.embed.encoder import text_sha256
+    from rtic.text import firm_text
 
     shown = firm_text("G", store=store)
     assert shown.text == docs.loc["G", "text"]

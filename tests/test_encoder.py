@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.encoder import Encoder, EmbeddingCache, verify_weights
+from rtic.embed.encoder import Encoder, EmbeddingCache, verify_weights
 from rtic.errors import RticError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rtic.errors import RticError
-from rtic.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
+from rtic.clusters.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
 from rtic.register import read_register
 from rtic.tables import read_table, require_columns
 

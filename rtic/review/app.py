@@ -117,7 +117,7 @@ class ReviewApp:
     def firm_text(self, record: FirmRecord) -> str:
         if record.text or self.config.store is None:
             return record.text
-        from rtic.firm_text import crawl_document
+        from rtic.text import crawl_document
 
         try:
             return crawl_document(self.config.store, record.firm_id)[0]
@@ -128,7 +128,7 @@ class ReviewApp:
         ex = self.config.explainer
         if ex is None or not text.strip():
             return []
-        from rtic.encoder import text_sha256
+        from rtic.embed.encoder import text_sha256
 
         key = (record.firm_id, text_sha256(text))
         if key not in self._evidence_cache:

@@ -23,7 +23,7 @@ class PublishResult:
 
 
 def read_labels_file(path: str | Path) -> pd.DataFrame:
-    from rtic.classify import LABEL_COLUMNS
+    from rtic.score.batch import LABEL_COLUMNS
     from rtic.tables import read_table, require_columns
 
     df = read_table(path, "labels file")
@@ -65,7 +65,7 @@ class ExportResult:
 
 def export_file(labels: str | Path, reviews: str | Path, out: str | Path, register: str | Path | None = None, store: str | Path | None = None) -> ExportResult:
     """Reviewed firms as labelled firms (firm_id,text,sectors) for `rtic train --labels`."""
-    from rtic.firm_text import firm_text, register_rows
+    from rtic.text import firm_text, register_rows
 
     out = Path(out)
     if register is None and store is None:

@@ -14,12 +14,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from rtic import registry
-from rtic.classifier import SectorClassifier
+from rtic.mlops import registry
+from rtic.model.classifier import SectorClassifier
 from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, REPO_ROOT, Settings
-from rtic.encoder import Encoder, file_sha256
+from rtic.embed.encoder import Encoder, file_sha256
 from rtic.errors import RticError
-from rtic.evaluation import (
+from rtic.model.evaluation import (
     misclassified,
     plot_calibration,
     plot_cooccurrence,
@@ -28,7 +28,7 @@ from rtic.evaluation import (
     sector_report,
     stratified_folds,
 )
-from rtic.fewshot import description_rows
+from rtic.model.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy, load_taxonomy
 
@@ -263,7 +263,7 @@ def evaluate(
     model_sectors = (model.metadata.metadata or {}).get("sector_ids") or firms.sector_ids
     if list(model_sectors) != list(firms.sector_ids):
         raise RticError(f"model {ref.name} version {ref.version} has sectors {', '.join(model_sectors)}, the taxonomy has {', '.join(firms.sector_ids)}")
-    from rtic.pyfunc_model import assigned_column, probability_column
+    from rtic.model.pyfunc import assigned_column, probability_column
 
     progress(f"scoring {len(firms.texts)} firms with {ref.name} version {ref.version} …")
     out = model.predict(pd.DataFrame({"firm_id": firms.firm_ids, "text": firms.texts}), params={"taxonomy_version": taxonomy.version})

@@ -26,7 +26,7 @@ class SectorModel(PythonModel):
     def load_context(self, context):
         import joblib
 
-        from rtic.encoder import Encoder
+        from rtic.embed.encoder import Encoder
 
         with open(context.artifacts["meta"], encoding="utf-8") as fh:
             self.meta = json.load(fh)

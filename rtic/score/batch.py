@@ -22,12 +22,12 @@ from typing import Callable, Protocol
 
 import pandas as pd
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.contracts import sibling_path
-from rtic.encoder import text_sha256
+from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
-from rtic.pyfunc_model import assigned_column, probability_column
+from rtic.model.pyfunc import assigned_column, probability_column
 from rtic.register import estimate_rows, register_columns, stream_register
 from rtic.tables import atomic_path, require_columns, select_in, write_atomically
 from rtic.taxonomy import load_taxonomy
@@ -313,7 +313,7 @@ def classify_register(
     `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
     unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
     with the static-embedding head first and re-scores firms within `fast_margin` z of a threshold with the
-    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.fastpath).
+    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.score.fastpath).
     """
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
@@ -339,7 +339,7 @@ def classify_register(
 
     scorer, scorer_key = transformer, {"kind": "transformer"}
     if fast:
-        from rtic.fastpath import FastScorer
+        from rtic.score.fastpath import FastScorer
 
         fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement, progress=progress)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()

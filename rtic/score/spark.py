@@ -6,7 +6,7 @@ way as the local engine (empty or repeated firm_id, no text, malformed rows), sc
 long firm-labels contract, and written by Spark, sorted in register order, as a Parquet folder
 `OUT.parts/spark-labels/` (and `spark-exceptions/`); the driver then streams them, part file by part
 file, into OUT and its exceptions CSV. A CSV register is read by Spark as raw lines with their line
-numbers (`rtic.spark_register`), so exception rows carry the same line numbers and reasons as the local
+numbers (`rtic.score.spark_register`), so exception rows carry the same line numbers and reasons as the local
 engine's.
 """
 
@@ -17,13 +17,13 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rtic import registry
-from rtic.classify import EXCEPTION_COLUMNS, OUTPUT_COLUMNS, ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
+from rtic.mlops import registry
+from rtic.score.batch import EXCEPTION_COLUMNS, OUTPUT_COLUMNS, ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
-from rtic.pyfunc_model import assigned_column, probability_column
+from rtic.model.pyfunc import assigned_column, probability_column
 from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, DUPLICATE_ID, EMPTY_ID, register_columns
-from rtic.spark_register import read_csv_records
+from rtic.score.spark_register import read_csv_records
 from rtic.tables import PARQUET_SUFFIXES
 from rtic.taxonomy import load_taxonomy
 
