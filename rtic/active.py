@@ -53,7 +53,7 @@ def pick_uncertain_diverse(proba: np.ndarray, threshold: float, embeddings: np.n
 def suggest(settings: Settings, register_path, sector_id: str, out, n: int = 50, model_uri: str | None = None,
             exclude_labels=None, progress=print) -> pd.DataFrame:
     """Write a review CSV of the n register firms most worth labelling for `sector_id`."""
-    from rtic.model.pyfunc import assigned_column, probability_column
+    from rtic.contracts import assigned_column, probability_column
 
     if n < 1:
         raise RticError("--n must be at least 1")

@@ -129,7 +129,7 @@ class ModelExplainer:
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Probabilities (len(texts), n_sectors) from the registered pyfunc itself."""
-        from rtic.model.pyfunc import probability_column
+        from rtic.contracts import probability_column
 
         if not texts:
             return np.zeros((0, len(self.sector_ids)))

@@ -23,7 +23,7 @@ from bench_trainers import side_by_side
 from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.model.evaluation import sector_report
-from rtic.model.pyfunc import assigned_column, probability_column
+from rtic.contracts import assigned_column, probability_column
 from rtic.taxonomy import load_taxonomy
 from rtic.model.training import expected_shares
 from techstars import DEFAULT_DATA, load_embedded

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtic.score.batch import LABEL_COLUMNS, classify_register
+from rtic.score.batch import classify_register
 from rtic.config import DEFAULT_SEED_LABELS, PACKAGE_DATA
 from rtic.register import stream_register
 from conftest import REPO, SHARED_DATA, run_cli

@@ -7,7 +7,7 @@ from rtic.mlops import registry
 from rtic.config import MODEL_NAME
 from rtic.errors import RticError
 from rtic.labels import read_labels
-from rtic.model.pyfunc import probability_column
+from rtic.contracts import probability_column
 from rtic.taxonomy import load_taxonomy
 
 

@@ -78,7 +78,8 @@ def cmd_classify(args) -> int:
     else:
         if args.spark_master:
             raise RticError("--spark-master needs --engine spark")
-        from rtic.score.batch import CrawlStoreText, classify_register
+        from rtic.score.batch import classify_register
+        from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store) if args.store else None
         result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
@@ -476,7 +477,7 @@ def cmd_fastpath_build(args) -> int:
     quiet = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     source = None
     if args.store:
-        from rtic.score.batch import CrawlStoreText
+        from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store)
     table, head, head_path = build_fast_path(settings, model_uri=args.model, register=args.register, sample=args.sample, source=source,

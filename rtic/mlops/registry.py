@@ -127,7 +127,7 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    from rtic.model.pyfunc import assigned_column, probability_column
+    from rtic.contracts import assigned_column, probability_column
 
     meta_path = classifier_path.parent / "meta.json"
     meta_path.write_text(json.dumps(meta, indent=2))

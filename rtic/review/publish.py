@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rtic.contracts import sibling_path
+from rtic.contracts import LABEL_COLUMNS, parse_bool_column, sibling_path
 from rtic.errors import RticError
 from rtic.review.store import ReviewStore, publish, reviewed_firms
 from rtic.tables import write_atomically
@@ -23,14 +23,12 @@ class PublishResult:
 
 
 def read_labels_file(path: str | Path) -> pd.DataFrame:
-    from rtic.score.batch import LABEL_COLUMNS
     from rtic.tables import read_table, require_columns
 
     df = read_table(path, "labels file")
     require_columns(df, LABEL_COLUMNS, path, "labels file")
     df["firm_id"] = df["firm_id"].astype(str)
-    if df["assigned"].dtype != bool:  # a CSV labels file reads as strings
-        df["assigned"] = df["assigned"].astype(str).str.lower().isin({"true", "1", "yes"})
+    df["assigned"] = parse_bool_column(df["assigned"], f"labels file {path}")  # a CSV labels file reads as strings
     return df
 
 
