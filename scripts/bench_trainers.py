@@ -102,7 +102,7 @@ def side_by_side(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, s
     per_sector.insert(0, "support", reports[name].set_index("sector_id")["support"])
     print(f"\nper-sector F1, {k}-fold CV on {len(texts)} Techstars firms (same folds for every method)")
     print(per_sector.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\nrtic trainer, per sector: PR-AUC, calibration error, precision at the taxonomy's expected register share")
+    print("\nrtic trainer, per sector: PR-AUC, calibration error, precision at the taxonomy's expected register share")
     print(result.report.set_index("sector_id")[["support", "precision", "recall", "f1", "pr_auc", "ece", "expected_share", "precision_at_expected"]]
           .to_string(float_format=lambda v: f"{v:.3f}"))
     summary = pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from rtic.config import DEFAULT_SEED_LABELS
 from rtic.crawl.crawler import CrawlOptions, crawl
 from rtic.crawl.document import firm_documents, site_document
 from rtic.crawl.fetch import FetchOptions
-from sitefarm import Farm, Route, page
+from sitefarm import Farm, page
 
 ABOUT = ("We develop machine learning software that predicts equipment failures for factories, using sensor data and "
          "computer vision to schedule maintenance before breakdowns happen.")

@@ -235,7 +235,7 @@ class ReviewApp:
             return "<p class='muted'>no text for this firm</p>"
         spans = sorted(ev.sentences, key=lambda s: s.start) if ev else []
         out, pos = [], 0
-        for i, s in enumerate(spans):
+        for s in spans:
             out.append(esc(text[pos:s.start]))
             strong = " strong" if s is ev.sentences[0] else ""
             out.append(f"<mark class='ev{strong}' title='{esc(ev.sector_id)} {s.probability:.2f}'>{esc(text[s.start:s.end])}</mark>")
