@@ -22,8 +22,9 @@ demo: setup
 	$(BIN)/rtic train --if-missing
 	$(BIN)/rtic classify rtic/data/example_register.csv --out out/example_labels.parquet
 
-# pytest exits 5 when it collects no tests: not a failure of the code.
+# ruff first (lint, seconds); pytest exits 5 when it collects no tests: not a failure of the code.
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" && exit 0; exit $$status
 
 clean-models:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.labels import split_sectors
@@ -53,7 +53,7 @@ def pick_uncertain_diverse(proba: np.ndarray, threshold: float, embeddings: np.n
 def suggest(settings: Settings, register_path, sector_id: str, out, n: int = 50, model_uri: str | None = None,
             exclude_labels=None, progress=print) -> pd.DataFrame:
     """Write a review CSV of the n register firms most worth labelling for `sector_id`."""
-    from rtic.pyfunc_model import assigned_column, probability_column
+    from rtic.contracts import assigned_column, probability_column
 
     if n < 1:
         raise RticError("--n must be at least 1")

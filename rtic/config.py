@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtic.contracts import parse_bool
+
 MODEL_NAME = "rtic-sector-classifier"
 CHAMPION_ALIAS = "champion"
 EXPERIMENT_NAME = "rtic"
@@ -47,5 +49,5 @@ class Settings:
             home=Path(os.environ.get("RTIC_HOME", "models")),
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
             embedding_cache=Path(os.environ["RTIC_EMBEDDING_CACHE"]) if os.environ.get("RTIC_EMBEDDING_CACHE") else None,
-            use_bf16=None if bf16 is None else bf16.strip().lower() in {"1", "true", "yes", "on"},
+            use_bf16=None if bf16 is None else parse_bool(bf16) is True,
         )

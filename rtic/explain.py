@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.encoder import text_sha256
+from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
-from rtic.firm_text import FirmText, firm_text
+from rtic.text import FirmText, firm_text
 
 NEAR_MARGIN = 0.1  # a sector within this much probability below its threshold is a near miss
 MAX_SENTENCES = 300  # sentences scored per firm; long crawled text is cut here (and says so)
@@ -111,7 +111,7 @@ class ModelExplainer:
     def _load_training(self, labels_file: str | None) -> None:
         from rtic.labels import split_sectors
         from rtic.tables import read_table
-        from rtic.encoder import file_sha256
+        from rtic.embed.encoder import file_sha256
 
         self.training["labels_file"] = labels_file
         if not labels_file or not Path(labels_file).is_file():
@@ -129,7 +129,7 @@ class ModelExplainer:
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Probabilities (len(texts), n_sectors) from the registered pyfunc itself."""
-        from rtic.pyfunc_model import probability_column
+        from rtic.contracts import probability_column
 
         if not texts:
             return np.zeros((0, len(self.sector_ids)))

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from rtic.contracts import DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns, select_in
 
@@ -28,7 +29,6 @@ COMPANIES_HOUSE_COLUMNS = {
     "URI": "ch_uri",
 }
 CH_SIC_COLUMNS = [f"SICCode.SicText_{i}" for i in range(1, 5)]
-BAD_ROW_COLUMNS = ["firm_id", "line", "reason", "detail"]
 
 
 def is_companies_house(df: pd.DataFrame) -> bool:
@@ -67,7 +67,7 @@ class RegisterChunk:
 
     index: int  # 0-based chunk number; chunk k always holds the same raw records
     rows: pd.DataFrame  # firm_id, line, and the register's other columns, as strings
-    bad: pd.DataFrame  # BAD_ROW_COLUMNS
+    bad: pd.DataFrame  # EXCEPTION_COLUMNS
     records: int  # raw records read in this chunk (= len(rows) + len(bad))
     fraction_read: float  # how far through the file, 0..1 (bytes for CSV, rows for Parquet)
 
@@ -135,7 +135,7 @@ def check_record(row: list[str], width: int, id_at: int | None, line: int) -> di
     Shared by the local reader and the Spark engine so both give the same reasons and details.
     """
     if len(row) != width:
-        return {"firm_id": _id_of(row, id_at), "line": line, "reason": "malformed row", "detail": f"expected {width} fields, found {len(row)}"}
+        return {"firm_id": _id_of(row, id_at), "line": line, "reason": MALFORMED_ROW, "detail": f"expected {width} fields, found {len(row)}"}
     if any(_has_bad_bytes(v) for v in row):
         return {"firm_id": _id_of(row, id_at), "line": line, "reason": "bad encoding", "detail": "row is not valid UTF-8"}
     return None
@@ -146,8 +146,6 @@ def id_column(header: list[str]) -> int | None:
     return header.index("firm_id") if "firm_id" in header else next((i for i, h in enumerate(header) if h.strip() == "CompanyNumber"), None)
 
 
-EMPTY_ID = ("empty firm_id", "row has no firm_id")
-DUPLICATE_ID = ("duplicate firm_id", "firm_id already seen earlier in the register; first row kept")
 
 
 class SeenIds:
@@ -198,7 +196,7 @@ def _finish(records: list[dict], bad: list[dict], columns: list[str], seen: Seen
         if is_empty or is_repeated:
             reason, detail = EMPTY_ID if is_empty else DUPLICATE_ID
             bad.append({"firm_id": fid, "line": line, "reason": reason, "detail": detail})
-    bad_frame = pd.DataFrame(bad, columns=BAD_ROW_COLUMNS).sort_values("line", kind="stable").reset_index(drop=True)
+    bad_frame = pd.DataFrame(bad, columns=EXCEPTION_COLUMNS).sort_values("line", kind="stable").reset_index(drop=True)
     return frame[~(empty | repeated)].reset_index(drop=True), bad_frame
 
 

@@ -69,8 +69,8 @@ mode, register, out = sys.argv[1], sys.argv[2], sys.argv[3]
 settings = Settings.from_env()
 # The transformer's weights load lazily on first use (seconds, once per process): timed apart and left out,
 # so rates are steady-state rates whatever the register size.
-import rtic.encoder
-load = rtic.encoder.Encoder._load
+import rtic.embed.encoder
+load = rtic.embed.encoder.Encoder._load
 loading = [0.0]
 def timed_load(self):
     if self._model is not None:
@@ -80,15 +80,15 @@ def timed_load(self):
         return load(self)
     finally:
         loading[0] += time.monotonic() - start
-rtic.encoder.Encoder._load = timed_load
+rtic.embed.encoder.Encoder._load = timed_load
 t = time.monotonic()
 extra = {{}}
 if mode == "naive":
     # The obvious program: read the whole register, embed and predict everything at once, write.
     # Timed from the same point as the engines: model loaded.
     from datetime import datetime, timezone
-    from rtic import registry
-    from rtic.classify import to_long
+    from rtic.mlops import registry
+    from rtic.score.batch import to_long
     from rtic.tables import read_table, write_atomically
     ref = registry.resolve(None, settings)
     model = registry.load(ref, settings)
@@ -99,7 +99,7 @@ if mode == "naive":
     labels = to_long(predictions, df["text"], model.metadata.metadata["sector_ids"], ref, "x", datetime.now(timezone.utc).isoformat())
     write_atomically(labels, out)
 else:
-    from rtic.classify import classify_register
+    from rtic.score.batch import classify_register
     margin = {{"static": 0.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
     ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
     r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_margin=margin, restart=True,
@@ -272,9 +272,9 @@ def main() -> None:
     if subprocess.run([sys.executable, "-m", "rtic.cli", "train", "--if-missing"], cwd=REPO, env={**os.environ, **base_env}, capture_output=True).returncode:
         raise SystemExit("training the seed model failed")
     os.environ["RTIC_HOME"] = str(home)
-    from rtic import registry
+    from rtic.mlops import registry
     from rtic.config import Settings
-    from rtic.fastpath import sector_classifier
+    from rtic.score.fastpath import sector_classifier
 
     settings = Settings.from_env()
     clf = sector_classifier(registry.load(registry.resolve(None, settings), settings))

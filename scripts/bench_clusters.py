@@ -114,7 +114,7 @@ def _stage(name: str, folder: str, queue, kwargs: dict) -> None:
         result["placed"] = len(inputs.located)
         result["unplaced"] = len(inputs.problems)
     elif name == "locate":
-        from rtic.geography import locate_firms, to_latlon
+        from rtic.clusters.geography import locate_firms, to_latlon
 
         firms = pd.read_parquet(folder / "firms.parquet")
         lat, lon = to_latlon(firms["easting"].to_numpy(), firms["northing"].to_numpy())

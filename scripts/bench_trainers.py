@@ -1,9 +1,9 @@
 """Benchmark the project's trainer against two baselines on Techstars, and the few-shot learning curve.
 
-1. Side by side on the same stratified 5-fold split (`rtic.evaluation.stratified_folds`, seed 0):
+1. Side by side on the same stratified 5-fold split (`rtic.model.evaluation.stratified_folds`, seed 0):
    - TF-IDF + logistic regression (balanced, threshold 0.5)
    - MiniLM embeddings + logistic regression (balanced, threshold 0.5)
-   - rtic's trainer exactly as `rtic train` runs it (`rtic.training.cross_validate`): each fold's model
+   - rtic's trainer exactly as `rtic train` runs it (`rtic.model.training.cross_validate`): each fold's model
      tunes calibration and thresholds inside its own training folds, never on the test fold.
    Macro-F1 over all sectors and over the sectors with at least 50 examples, micro-F1, macro PR-AUC,
    and fit+predict seconds.
@@ -16,7 +16,7 @@ Usage (full scale, about 10 minutes on 2 cores once embeddings are cached):
   .venv/bin/python scripts/bench_trainers.py --fewshot 8 16 32 64
 Contrastive fine-tuning (SetFit-style) at one k, timed:  --skip-cv --setfit-k 8
 Reduced: --skip-cv, --limit N (first N firms), --repeats 1.
-Supervised end-to-end fine-tuning of MiniLM (rtic.finetune) vs the rtic trainer on the same CV folds:
+Supervised end-to-end fine-tuning of MiniLM (scripts/finetune.py) vs the rtic trainer on the same CV folds:
   --skip-cv --finetune --finetune-folds 0            (one fold, about 10-15 minutes on 2 cores)
   --skip-cv --finetune --finetune-folds 0 1 2 3 4    (all five)
 """
@@ -33,14 +33,14 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from rtic.classifier import SectorClassifier
+from rtic.model.classifier import SectorClassifier
 from rtic.config import Settings
-from rtic.encoder import Encoder
-from rtic.evaluation import macro_over, sector_report, stratified_folds
-from rtic.fewshot import description_rows, sample_few_shot
+from rtic.embed.encoder import Encoder
+from rtic.model.evaluation import macro_over, sector_report, stratified_folds
+from rtic.model.fewshot import description_rows, sample_few_shot
 from rtic.labels import LabelledFirms
 from rtic.taxonomy import load_taxonomy
-from rtic.training import cross_validate, expected_shares
+from rtic.model.training import cross_validate, expected_shares
 from techstars import DEFAULT_DATA, load_embedded
 
 MIN_SUPPORT = 50
@@ -102,7 +102,7 @@ def side_by_side(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, s
     per_sector.insert(0, "support", reports[name].set_index("sector_id")["support"])
     print(f"\nper-sector F1, {k}-fold CV on {len(texts)} Techstars firms (same folds for every method)")
     print(per_sector.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\nrtic trainer, per sector: PR-AUC, calibration error, precision at the taxonomy's expected register share")
+    print("\nrtic trainer, per sector: PR-AUC, calibration error, precision at the taxonomy's expected register share")
     print(result.report.set_index("sector_id")[["support", "precision", "recall", "f1", "pr_auc", "ece", "expected_share", "precision_at_expected"]]
           .to_string(float_format=lambda v: f"{v:.3f}"))
     summary = pd.DataFrame(rows)
@@ -159,7 +159,7 @@ def contrastive_fine_tune(texts: list[str], Y: np.ndarray, iterations: int, seed
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rtic.encoder import bundled_model_dir
+    from rtic.embed.encoder import bundled_model_dir
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -219,8 +219,8 @@ def setfit_comparison(firms: LabelledFirms, encoder: Encoder, k: int, iterations
 def finetune_comparison(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, run_folds: list[int], epochs: int, seed: int) -> None:
     """Fine-tuned MiniLM (its own sector head; and its embedding fed to SectorClassifier) vs the rtic trainer,
     fold by fold on the split every method here uses. Calibration and thresholds of the fine-tuned variants
-    come from an inner held-out slice of the training folds (rtic.finetune), never from the test fold."""
-    from rtic.finetune import FineTuneConfig, FineTunedClassifier, tuned_sector_classifier
+    come from an inner held-out slice of the training folds (scripts/finetune.py), never from the test fold."""
+    from finetune import FineTuneConfig, FineTunedClassifier, tuned_sector_classifier
 
     texts, Y = np.array(firms.texts, dtype=object), firms.Y
     folds = stratified_folds(Y, k, seed=seed, groups=firms.firm_ids)

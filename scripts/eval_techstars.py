@@ -3,7 +3,7 @@
 1. `--model`: the registered model (default: the champion, trained on the team's seed data) labels every
    Techstars company; per-sector and macro F1 over the nine sectors.
 2. `--cv K`: K-fold cross-validation training on Techstars itself through the project's own trainer
-   (`rtic.training.cross_validate`), next to TF-IDF + logistic regression and MiniLM + logistic
+   (`rtic.model.training.cross_validate`), next to TF-IDF + logistic regression and MiniLM + logistic
    regression baselines on the same folds (`bench_trainers.side_by_side`).
 
 Usage:  .venv/bin/python scripts/eval_techstars.py [--model URI] [--cv 5] [--skip-model] [--skip-cv]
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from bench_trainers import side_by_side
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.evaluation import sector_report
-from rtic.pyfunc_model import assigned_column, probability_column
+from rtic.model.evaluation import sector_report
+from rtic.contracts import assigned_column, probability_column
 from rtic.taxonomy import load_taxonomy
-from rtic.training import expected_shares
+from rtic.model.training import expected_shares
 from techstars import DEFAULT_DATA, load_embedded
 
 

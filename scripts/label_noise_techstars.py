@@ -79,7 +79,7 @@ def tag_mapping(frame: pd.DataFrame) -> dict[str, set[str]]:
     sectors = frame["sectors"].apply(lambda s: {x for x in s.split("|") if x})
     mapping = {}
     for tag in sorted({t for ts in tags for t in ts if t}):
-        carrying = sectors[tags.apply(lambda ts: tag in ts)]
+        carrying = sectors[tags.apply(lambda ts, tag=tag: tag in ts)]
         mapping[tag] = set.intersection(*carrying) if len(carrying) else set()
     rebuilt = tags.apply(lambda ts: set().union(*(mapping.get(t, set()) for t in ts)))
     mismatched = int((rebuilt != sectors).sum())
@@ -122,7 +122,7 @@ def main() -> int:
                 print(f"  {sector} {kind}: [{frame['source_tags'][i]}] {texts[i][:140]}")
     print("\nper mapped tag: firms carrying it, and the share whose text names none of the tag's sectors")
     for tag, mapped in sorted(mapping.items(), key=lambda kv: (sorted(kv[1]), kv[0])):
-        carrying = tags.apply(lambda ts: tag in ts).to_numpy()
+        carrying = tags.apply(lambda ts, tag=tag: tag in ts).to_numpy()
         if mapped and carrying.sum() >= 10:
             named_any = np.logical_or.reduce([names_sector(texts, s) for s in mapped])
             print(f"  {tag!r} -> {', '.join(sorted(mapped))}: {int(carrying.sum())} firms, {1 - named_any[carrying].mean():.0%} silent")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from rtic.config import Settings
-from rtic.encoder import Encoder
+from rtic.embed.encoder import Encoder
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rtic.geography import to_latlon
+from rtic.clusters.geography import to_latlon
 
 ORIGIN = (300_000.0, 200_000.0)  # south-west corner (BNG metres) of a 100 km × 100 km square
 SIZE = 100_000.0

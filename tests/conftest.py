@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rtic.config import DEFAULT_SEED_LABELS, Settings
-from rtic.encoder import text_sha256
+from rtic.embed.encoder import text_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -60,7 +60,7 @@ def settings(rtic_home) -> Settings:
 @pytest.fixture(scope="session")
 def trained(settings, mini_labels):
     """One real training run (real encoder, real MLflow SQLite registry) shared by the session."""
-    from rtic.training import train
+    from rtic.model.training import train
 
     return train(settings, labels_path=mini_labels, progress=lambda *_: None)
 

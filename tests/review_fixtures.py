@@ -25,7 +25,7 @@ def review_register(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def review_labels(trained, settings, review_register, tmp_path_factory) -> Path:
     """Labels for the register made by the session's trained model, as `rtic classify` writes them."""
-    from rtic.classify import classify_register
+    from rtic.score.batch import classify_register
 
     out = tmp_path_factory.mktemp("review_labels") / "labels.parquet"
     classify_register(review_register, out, settings, progress=lambda *_: None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtic.classify import LABEL_COLUMNS, classify_register
+from rtic.score.batch import classify_register
 from rtic.config import DEFAULT_SEED_LABELS, PACKAGE_DATA
 from rtic.register import stream_register
 from conftest import REPO, SHARED_DATA, run_cli
@@ -189,3 +189,25 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     # Re-scored firms carry the transformer's labels, the others the static head's: nothing in between.
     pd.testing.assert_frame_equal(mixed[rescored].drop(columns="scored_by"), comparable(transformer)[rescored].drop(columns="scored_by"))
     pd.testing.assert_frame_equal(mixed[~rescored], comparable(static)[~rescored])
+
+
+def test_dotted_out_names_keep_their_own_side_files(trained, settings, tmp_path):
+    """Two --out names that differ only after a dot must not share parts or exceptions (only the last suffix is cut)."""
+    from rtic.clusters.pipeline import sibling
+    from rtic.contracts import sibling_path
+    from rtic.review.index import default_index_path
+
+    out = tmp_path / "out"
+    first = classify_register(EXAMPLE, out / "labels.2026.11.parquet", settings, chunk_rows=7, progress=QUIET)
+    second = classify_register(EXAMPLE, out / "labels.2026.12.parquet", settings, chunk_rows=7, progress=QUIET)
+    assert first.exceptions_path == out / "labels.2026.11.exceptions.csv"
+    assert second.exceptions_path == out / "labels.2026.12.exceptions.csv"
+    assert first.manifest_path.parent == out / "labels.2026.11.parts"
+    assert second.manifest_path.parent == out / "labels.2026.12.parts"
+    for result in (first, second):
+        assert result.labels_path.is_file() and result.exceptions_path.is_file() and result.manifest_path.is_file()
+    assert not (out / "labels.exceptions.csv").exists() and not (out / "labels.parts").exists()
+    assert comparable(pd.read_parquet(first.labels_path)).equals(comparable(pd.read_parquet(second.labels_path)))
+    assert default_index_path(out / "labels.2026.11.parquet") == out / "labels.2026.11.review-index.sqlite"
+    assert sibling(out / "clusters.2026.11.parquet", "members") == out / "clusters.2026.11.members.parquet"
+    assert sibling_path("labels.parquet", ".exceptions.csv") == Path("labels.exceptions.csv")

@@ -4,7 +4,7 @@ in the order of an uninterrupted full run. Real model, real MLflow SQLite regist
 import pandas as pd
 import pytest
 
-from rtic.classify import classify_register, parts_dir_for
+from rtic.score.batch import classify_register, parts_dir_for
 from rtic.config import DEFAULT_SEED_LABELS
 from rtic.register import SeenIds
 

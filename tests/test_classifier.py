@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.classifier import Platt, SectorClassifier, best_f1_threshold
+from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold
 from conftest import HashEncoder
 
 TOPICS = {
@@ -16,7 +16,7 @@ def make_data(n_per=20, seed=0):
     rng = np.random.default_rng(seed)
     texts, Y = [], []
     topics = list(TOPICS)
-    for k, topic in enumerate(topics + ["none"]):
+    for topic in topics + ["none"]:
         for _ in range(n_per):
             words = list(rng.choice(FILLER, 8))
             if topic != "none":

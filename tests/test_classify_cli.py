@@ -1,9 +1,8 @@
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from rtic.classify import LABEL_COLUMNS
+from rtic.contracts import LABEL_COLUMNS
 from rtic.config import PACKAGE_DATA
 from conftest import run_cli
 

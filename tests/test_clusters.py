@@ -16,7 +16,7 @@ from rtic.clusters.specialisation import SpecialisationParams, location_quotient
 from rtic.clusters.typology import (DISPERSED, DIVERSE, NO_TYPE, NOT_RD_ACTIVE, RD_COLLABORATING, SPECIALISED,
                                     TypologyParams, cluster_type)
 from rtic.errors import RticError
-from rtic.geography import load_lookup, locate_firms, normalise_postcode, to_bng, to_latlon
+from rtic.clusters.geography import load_lookup, locate_firms, normalise_postcode, to_bng, to_latlon
 
 SHARED_UK = next((p for p in (REPO.parent / "shared" / "data" / "uk", Path("/work/shared/data/uk")) if p.is_dir()), None)
 
@@ -189,7 +189,7 @@ def test_all_firms_in_one_postcode(method):
     register = pd.DataFrame({"firm_id": [f"F{i}" for i in range(25)], "postcode": "QA1 1AA"})
     labels = pd.DataFrame({"firm_id": register["firm_id"], "sector_id": "alpha", "assigned": [i < 15 for i in range(25)]})
     lookup_rows = pd.DataFrame({"pcds": ["QA1 1AA"], "oseast1m": ["400000"], "osnrth1m": ["300000"], "oslaua": ["E1"]})
-    from rtic.geography import PostcodeLookup
+    from rtic.clusters.geography import PostcodeLookup
 
     lookup = PostcodeLookup(lookup_rows.rename(columns={"pcds": "postcode"}).assign(outcode="QA1", easting=400000.0, northing=300000.0, lad="E1").set_index("postcode"),
                             pd.DataFrame(columns=["easting", "northing"]), {"lad": "lad"}, [])
@@ -345,7 +345,7 @@ def test_cli_user_errors(paths, tmp_path):
 
 
 def test_area_names_from_json_or_csv(inputs, tmp_path):
-    from rtic.geography import load_area_names
+    from rtic.clusters.geography import load_area_names
 
     (tmp_path / "names.json").write_text('{"E1": "South <West>", "E2": "South East"}')
     (tmp_path / "names.csv").write_text("code,name\nE1,Sud-Ouest\n")

@@ -12,7 +12,7 @@ from rtic.config import DEFAULT_SEED_LABELS
 from rtic.crawl.crawler import CrawlOptions, crawl
 from rtic.crawl.document import PAGE_CHAR_CAP, firm_documents, site_document
 from rtic.crawl.fetch import FetchOptions
-from sitefarm import Farm, Route, page
+from sitefarm import Farm, page
 
 ABOUT = ("We develop machine learning software that predicts equipment failures for factories, using sensor data and "
          "computer vision to schedule maintenance before breakdowns happen.")
@@ -60,8 +60,8 @@ def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
     assert exceptions.loc["P", "reason"].startswith("site parked") and exceptions.loc["N", "reason"].startswith("site dead")
 
     # A reviewer sees exactly the document that was scored, with the pages it came from.
-    from rtic.encoder import text_sha256
-    from rtic.firm_text import firm_text
+    from rtic.embed.encoder import text_sha256
+    from rtic.text import firm_text
 
     shown = firm_text("G", store=store)
     assert shown.text == docs.loc["G", "text"]

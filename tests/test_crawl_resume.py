@@ -12,7 +12,7 @@ import time
 import pandas as pd
 
 from conftest import REPO
-from sitefarm import Farm, Route, page
+from sitefarm import Farm, page
 
 PROSE = "We build battery management systems for electric buses and grid storage, designed and tested in Coventry. " * 2
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.encoder import Encoder, EmbeddingCache, verify_weights
+from rtic.embed.encoder import Encoder, EmbeddingCache, verify_weights
 from rtic.errors import RticError
 
 
@@ -66,7 +66,7 @@ def test_token_hook_reports_every_window_and_changes_no_vector(tmp_path):
     hooked = Encoder(cache_path=tmp_path / "c.sqlite", use_bf16=False).encode(texts, on_tokens=lambda i, ids, vectors: windows.append((i, ids, vectors)))
     np.testing.assert_allclose(hooked, plain, atol=1e-6)  # same forward pass, same pooling
     assert [i for i, _, _ in windows].count(1) == len(enc._chunks(texts[1])) > 1  # every window of the long text
-    for i, ids, vectors in windows:
+    for _, ids, vectors in windows:
         assert ids[0] == 101 and ids[-1] == 102 and vectors.shape == (len(ids), 384)  # [CLS] ... [SEP], one vector per token
     first = [ids for i, ids, _ in windows if i == 0][0]
     assert list(first[1:-1]) == enc._load().tokenizer(texts[0], add_special_tokens=False)["input_ids"]

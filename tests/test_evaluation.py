@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from conftest import HashEncoder
-from rtic.classifier import SectorClassifier
-from rtic.evaluation import (
+from rtic.model.classifier import SectorClassifier
+from rtic.model.evaluation import (
     calibration_error,
     cooccurrence,
     macro_over,
@@ -16,7 +16,7 @@ from rtic.evaluation import (
     stratified_folds,
 )
 from rtic.labels import LabelledFirms
-from rtic.training import cross_validate
+from rtic.model.training import cross_validate
 from test_classifier import make_data
 
 

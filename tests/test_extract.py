@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 from rtic.crawl.extract import decode_html, extract
 
 PAGE = """<!doctype html><html lang="en-GB"><head><title>Acme Robotics | Industrial automation</title>

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtic import registry
-from rtic.classify import classify_register
+from rtic.mlops import registry
+from rtic.score.batch import classify_register
 from rtic.config import DEFAULT_SEED_LABELS
 from rtic.errors import RticError
-from rtic.fastpath import FastScorer, build_fast_path, calibrated_logits, head_path, sample_register, StaticEncoder, static_model_path
+from rtic.score.fastpath import FastScorer, build_fast_path, calibrated_logits, head_path, sample_register, StaticEncoder, static_model_path
 from conftest import run_cli
 
 QUIET = lambda *_: None  # noqa: E731
@@ -92,7 +92,7 @@ def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
     ref = registry.resolve(None, settings)
     path = head_path(settings, ref, StaticEncoder.load(static_model_path(settings)))
     before = path.stat().st_mtime_ns
-    import rtic.fastpath as fastpath
+    import rtic.score.fastpath as fastpath
 
     monkeypatch.setattr(fastpath, "build_head", lambda *a, **k: pytest.fail("the cached head should have been reused"))
     scorer = FastScorer.for_model(ref, registry.load(ref, settings), settings, transformer=None, progress=QUIET)
@@ -130,7 +130,7 @@ def test_a_register_too_small_to_distil_on_is_refused(trained, settings, tmp_pat
 
 
 def test_static_token_ids_from_a_prefix_equal_the_whole_texts():
-    from rtic.fastpath import MAX_TOKENS, PREFIX_CHARS, StaticEncoder
+    from rtic.score.fastpath import MAX_TOKENS, PREFIX_CHARS, StaticEncoder
 
     static = StaticEncoder(np.zeros((30522, 4), dtype=np.float32))
     prose = " ".join(SEED["text"].tolist())[: 3 * PREFIX_CHARS]
@@ -143,7 +143,7 @@ def test_static_token_ids_from_a_prefix_equal_the_whole_texts():
 
 
 def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():
-    from rtic.fastpath import CONTEXT_PSEUDOCOUNT, TokenMeans
+    from rtic.score.fastpath import CONTEXT_PSEUDOCOUNT, TokenMeans
 
     means = TokenMeans(vocab=5, dims=2, folds=2)
     means.add(0, np.array([1, 1, 2]), np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 4.0]]))

@@ -1,11 +1,16 @@
-"""Supervised fine-tuning of the bundled MiniLM (rtic.finetune): a real, tiny fine-tune on the mini labels."""
+"""Supervised fine-tuning of the bundled MiniLM (scripts/finetune.py, research code): a real, tiny fine-tune on the mini labels."""
+
+import sys
 
 import numpy as np
 import pytest
 
-from rtic.finetune import FineTuneConfig, FineTunedClassifier, fit_calibration, length_batches, tuned_sector_classifier
-from rtic.labels import read_labels
-from rtic.taxonomy import load_taxonomy
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from finetune import FineTuneConfig, FineTunedClassifier, fit_calibration, length_batches, tuned_sector_classifier  # noqa: E402
+from rtic.labels import read_labels  # noqa: E402
+from rtic.taxonomy import load_taxonomy  # noqa: E402
 
 
 def test_length_batches_cover_every_row_once_and_group_similar_lengths():

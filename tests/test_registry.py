@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import MODEL_NAME
 from rtic.errors import RticError
 from rtic.labels import read_labels
-from rtic.pyfunc_model import probability_column
+from rtic.contracts import probability_column
 from rtic.taxonomy import load_taxonomy
 
 

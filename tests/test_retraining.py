@@ -8,15 +8,15 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import run_cli
-from rtic import registry
+from rtic.mlops import registry
 from rtic.active import import_reviews, pick_uncertain_diverse, suggest
 from rtic.config import DEFAULT_TAXONOMY, MODEL_NAME, REPO_ROOT
 from rtic.errors import RticError
-from rtic.fewshot import add_sector, bump_version, sample_few_shot
+from rtic.model.fewshot import add_sector, bump_version, sample_few_shot
 from rtic.labels import read_labels
-from rtic.models import compare, list_versions, promote, show_version
+from rtic.mlops.lifecycle import compare, list_versions, promote, show_version
 from rtic.taxonomy import load_taxonomy
-from rtic.training import evaluate, train
+from rtic.model.training import evaluate, train
 
 QUIET = dict(progress=lambda *_: None)
 
@@ -44,7 +44,7 @@ def test_training_run_logs_cv_metrics_artifacts_and_provenance(trained, settings
     tags = run.data.tags
     assert tags["random_seed"] == "0" and tags["taxonomy_version"] == load_taxonomy().version
     assert tags["git_commit"] != "" and "package.scikit-learn" in tags and "package.mlflow" in tags
-    from rtic.encoder import file_sha256
+    from rtic.embed.encoder import file_sha256
 
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest == file_sha256(mini_labels)[:32]

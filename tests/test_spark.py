@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtic.classify import classify_register, exceptions_path_for
+from rtic.score.batch import classify_register, exceptions_path_for
 from conftest import run_cli
 
 SPARK_ENV = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_SUBMIT_ARGS": "--conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=4 pyspark-shell"}
@@ -87,7 +87,7 @@ TRICKY = (
 
 def reassemble(data: bytes, cuts: list[int], header: list[str]):
     """What the Spark reader does, with `cuts` as the split boundaries (line indexes), without Spark."""
-    from rtic.spark_register import block_records, parse_record, plan_blocks, summarize_block
+    from rtic.score.spark_register import block_records, parse_record, plan_blocks, summarize_block
 
     lines = data.split(b"\n")
     if lines[-1] == b"":
@@ -139,7 +139,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     frame.to_parquet(register, index=False)
     local = classify_register(register, tmp_path / "local.parquet", settings, chunk_rows=4, progress=lambda *_: None)
     out = tmp_path / "submitted.parquet"
-    launcher = subprocess.run([sys.executable, "-m", "rtic.spark_submit"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    launcher = subprocess.run([sys.executable, "-m", "rtic.score.spark_submit"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     assert launcher.endswith("spark_submit.py")
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_SUBMIT_ARGS", "MLFLOW_TRACKING_URI")}
     # spark-submit finds its Spark through the `python3` on PATH: the project's venv, as when it is activated
@@ -189,6 +189,6 @@ def test_split_lines_match_the_local_reader_on_random_csv(tmp_path):
         n_lines = data.count(b"\n") + (not data.endswith(b"\n"))
         cuts = sorted(rng.sample(range(1, n_lines), k=min(n_lines - 1, rng.randint(0, 5)))) if n_lines > 1 else []
         good, bad = reassemble(data, cuts, ["firm_id", "b", "c"])
-        # Spark strips good rows' ids after reading (rtic.spark.strip), as the local reader does
+        # Spark strips good rows' ids after reading (rtic.score.spark.strip), as the local reader does
         spark_side = sorted([(str(g[0]), g[1].strip()) for g in good] + [(str(b[1]), b[0]) for b in bad], key=lambda t: int(t[0]))
         assert spark_side == sorted(map(tuple, local[["line", "firm_id"]].values.tolist()), key=lambda t: int(t[0])), (data, cuts)

@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rtic.contracts import parse_bool_column
 from rtic.errors import RticError
-from rtic.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
+from rtic.clusters.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
 from rtic.register import read_register
 from rtic.tables import read_table, require_columns
 
 LABEL_REQUIRED = ["firm_id", "sector_id", "assigned"]
 PROBLEM_COLUMNS = ["firm_id", "postcode", "reason"]
 NOT_IN_REGISTER = "not in register"
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
 
 
 @dataclass
@@ -36,14 +35,8 @@ class ClusterInputs:
 
 
 def parse_assigned(values: pd.Series, path) -> np.ndarray:
-    """Booleans, or the strings a CSV or a reviewer tool writes for them (true/false, 1/0, yes/no)."""
-    if values.dtype == bool:
-        return values.to_numpy()
-    text = values.astype(str).str.strip().str.lower()
-    bad = ~member_of(text, list(_TRUE | _FALSE))
-    if bad.any():
-        raise RticError(f"labels {path}: column 'assigned' has {bad.sum()} value(s) that are not true/false, e.g. {values[bad].iloc[0]!r}")
-    return member_of(text, list(_TRUE))
+    """Booleans, or the strings a CSV or a reviewer tool writes for them (contracts.parse_bool_column)."""
+    return parse_bool_column(values.rename("assigned") if values.name is None else values, f"labels {path}")
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:

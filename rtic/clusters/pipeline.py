@@ -11,6 +11,7 @@ from rtic.clusters.communities import CommunityParams, CommunityResult, find_com
 from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialParams, SpatialResult, spatial_clusters
 from rtic.clusters.typology import TypologyParams, group_criteria, rd_active_firms
+from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, write_atomically
 
@@ -18,7 +19,7 @@ from rtic.tables import PARQUET_SUFFIXES, write_atomically
 def sibling(out: str | Path, tag: str, suffix: str | None = None) -> Path:
     """clusters.parquet + 'members' → clusters.members.parquet (same folder, same format unless told)."""
     out = Path(out)
-    return out.with_name(f"{out.name.split('.')[0]}.{tag}{suffix or out.suffix}")
+    return sibling_path(out, f".{tag}{suffix or out.suffix}")
 
 
 def check_out(out: str | Path) -> Path:

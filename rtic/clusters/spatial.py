@@ -20,7 +20,7 @@ import pandas as pd
 
 from rtic.clusters.inputs import ClusterInputs, sector_firms
 from rtic.errors import RticError
-from rtic.geography import to_latlon
+from rtic.clusters.geography import to_latlon
 
 CLUSTER_COLUMNS = [
     "cluster_id", "sector_id", "firms", "centroid_easting", "centroid_northing", "centroid_lat", "centroid_lon",

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pandas as pd
 from protego import Protego
 
 from rtic.crawl import site as siteinfo
@@ -446,15 +445,6 @@ def _finished(store: Store, firm: dict, options: CrawlOptions) -> bool:
     if row is None or row["state"] != "done":
         return False
     return options.recrawl_after is None or (row["finished_at"] or 0) > time.time() - options.recrawl_after
-
-
-def site_table(store_path: str | Path) -> pd.DataFrame:
-    store = Store(store_path, create=False)
-    try:
-        return pd.read_sql_query("SELECT firm_id, website, final_url, state, verdict, verdict_detail, robots, pages, company_numbers, "
-                                 "postcodes, match_score, match_reasons FROM sites ORDER BY firm_id", store.conn)
-    finally:
-        store.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

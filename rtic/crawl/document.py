@@ -84,11 +84,3 @@ def firm_documents(store_path: str | Path, firm_ids) -> pd.DataFrame:
         store.close()
     return pd.DataFrame(rows, columns=["firm_id", "text", "reason", "pages"])
 
-
-def attach_documents(register: pd.DataFrame, store_path: str | Path) -> pd.DataFrame:
-    """The register with `text` (and `text_reason`) filled from the crawl store: the hook `rtic classify --store` uses."""
-    docs = firm_documents(store_path, register["firm_id"].astype(str))
-    out = register.copy()
-    out["text"] = docs["text"].to_numpy()
-    out["text_reason"] = docs["reason"].to_numpy()
-    return out

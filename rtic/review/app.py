@@ -130,7 +130,7 @@ class ReviewApp:
     def firm_text(self, record: FirmRecord) -> str:
         if record.text or self.config.store is None:
             return record.text
-        from rtic.firm_text import crawl_document
+        from rtic.text import crawl_document
 
         try:
             return crawl_document(self.config.store, record.firm_id)[0]
@@ -141,7 +141,7 @@ class ReviewApp:
         ex = self.config.explainer
         if ex is None or not text.strip():
             return []
-        from rtic.encoder import text_sha256
+        from rtic.embed.encoder import text_sha256
 
         key = (record.firm_id, text_sha256(text))
         if key not in self._evidence_cache:
@@ -248,7 +248,7 @@ class ReviewApp:
             return "<p class='muted'>no text for this firm</p>"
         spans = sorted(ev.sentences, key=lambda s: s.start) if ev else []
         out, pos = [], 0
-        for i, s in enumerate(spans):
+        for s in spans:
             out.append(esc(text[pos:s.start]))
             strong = " strong" if s is ev.sentences[0] else ""
             out.append(f"<mark class='ev{strong}' title='{esc(ev.sector_id)} {s.probability:.2f}'>{esc(text[s.start:s.end])}</mark>")

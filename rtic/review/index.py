@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import atomic_path
 
@@ -46,7 +47,7 @@ INSERT INTO names_fts (names_fts) VALUES ('rebuild');
 
 
 def default_index_path(labels: Path) -> Path:
-    return labels.with_name(labels.name.split(".")[0] + ".review-index.sqlite")
+    return sibling_path(labels, ".review-index.sqlite")
 
 
 def _signature(path: Path | None) -> str:
@@ -107,7 +108,7 @@ def _insert_register(conn: sqlite3.Connection, register: Path, progress) -> None
 
 def _insert_exceptions(conn: sqlite3.Connection, labels: Path) -> None:
     """Firms `rtic classify` could not classify, with its reason, so a search still finds them."""
-    path = labels.with_name(labels.name.split(".")[0] + ".exceptions.csv")
+    path = sibling_path(labels, ".exceptions.csv")
     if not path.is_file() or path.stat().st_size == 0:
         return
     import pandas as pd

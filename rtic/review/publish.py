@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtic.contracts import LABEL_COLUMNS, parse_bool_column, sibling_path
 from rtic.errors import RticError
 from rtic.review.store import ReviewStore, publish, reviewed_firms
 from rtic.tables import write_atomically
@@ -22,14 +23,12 @@ class PublishResult:
 
 
 def read_labels_file(path: str | Path) -> pd.DataFrame:
-    from rtic.classify import LABEL_COLUMNS
     from rtic.tables import read_table, require_columns
 
     df = read_table(path, "labels file")
     require_columns(df, LABEL_COLUMNS, path, "labels file")
     df["firm_id"] = df["firm_id"].astype(str)
-    if df["assigned"].dtype != bool:  # a CSV labels file reads as strings
-        df["assigned"] = df["assigned"].astype(str).str.lower().isin({"true", "1", "yes"})
+    df["assigned"] = parse_bool_column(df["assigned"], f"labels file {path}")  # a CSV labels file reads as strings
     return df
 
 
@@ -64,7 +63,7 @@ class ExportResult:
 
 def export_file(labels: str | Path, reviews: str | Path, out: str | Path, register: str | Path | None = None, store: str | Path | None = None) -> ExportResult:
     """Reviewed firms as labelled firms (firm_id,text,sectors) for `rtic train --labels`."""
-    from rtic.firm_text import firm_text, register_rows
+    from rtic.text import firm_text, register_rows
 
     out = Path(out)
     if register is None and store is None:
@@ -77,6 +76,6 @@ def export_file(labels: str | Path, reviews: str | Path, out: str | Path, regist
     texts = {f: firm_text(f, register=register, store=store, rows=rows).text for f in firms}
     labelled, missing = reviewed_firms(published, texts)
     write_atomically(labelled, out)
-    exceptions = out.with_name(out.name.split(".")[0] + ".exceptions.csv")
+    exceptions = sibling_path(out, ".exceptions.csv")
     write_atomically(missing, exceptions)
     return ExportResult(out, exceptions, len(labelled), len(missing))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtic.contracts import NO_TEXT
 from rtic.errors import RticError
 
 DECISIONS = ("confirm", "reject", "add")
@@ -199,7 +200,7 @@ def reviewed_firms(published: pd.DataFrame, texts: dict[str, str]) -> tuple[pd.D
     for firm_id, group in published[published["firm_id"].isin(reviewed)].groupby("firm_id", sort=True):
         text = texts.get(firm_id, "")
         if not str(text).strip():
-            missing.append({"firm_id": firm_id, "reason": "no text", "detail": "firm not in the register/crawl store, or its text is empty"})
+            missing.append({"firm_id": firm_id, "reason": NO_TEXT, "detail": "firm not in the register/crawl store, or its text is empty"})
             continue
         sectors = sorted(group.loc[group["assigned"].astype(bool), "sector_id"])
         decided = sorted(group.loc[group["source"] == "review", "sector_id"])

@@ -6,7 +6,7 @@ way as the local engine (empty or repeated firm_id, no text, malformed rows), sc
 long firm-labels contract, and written by Spark, sorted in register order, as a Parquet folder
 `OUT.parts/spark-labels/` (and `spark-exceptions/`); the driver then streams them, part file by part
 file, into OUT and its exceptions CSV. A CSV register is read by Spark as raw lines with their line
-numbers (`rtic.spark_register`), so exception rows carry the same line numbers and reasons as the local
+numbers (`rtic.score.spark_register`), so exception rows carry the same line numbers and reasons as the local
 engine's.
 """
 
@@ -17,13 +17,14 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rtic import registry
-from rtic.classify import EXCEPTION_COLUMNS, OUTPUT_COLUMNS, ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
+from rtic.mlops import registry
+from rtic.contracts import DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS, taxonomy_mismatch
+from rtic.score.batch import ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
-from rtic.pyfunc_model import assigned_column, probability_column
-from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, DUPLICATE_ID, EMPTY_ID, register_columns
-from rtic.spark_register import read_csv_records
+from rtic.contracts import assigned_column, probability_column
+from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, register_columns
+from rtic.score.spark_register import read_csv_records
 from rtic.tables import PARQUET_SUFFIXES
 from rtic.taxonomy import load_taxonomy
 
@@ -109,7 +110,7 @@ def classify_spark(
     model_taxonomy = registry.model_taxonomy_version(model) or ref.taxonomy_version
     sector_ids = list((model.metadata.metadata or {}).get("sector_ids") or [])
     if taxonomy_path is not None and load_taxonomy(taxonomy_path).version != model_taxonomy:
-        raise RticError(f"model {ref.name} v{ref.version} was trained on taxonomy {model_taxonomy}, not the one in {taxonomy_path}: retrain or pick another model")
+        raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", model_taxonomy, load_taxonomy(taxonomy_path).version, str(taxonomy_path)))
     spark = spark or spark_session(master)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     progress(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
@@ -124,8 +125,8 @@ def classify_spark(
     reason = (F.when(F.col("_reason").isNotNull(), F.col("_reason"))
               .when(F.col("firm_id") == "", F.lit(EMPTY_ID[0]))
               .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[0]))
-              .when(empty_text & no_site, F.lit("no website"))
-              .when(empty_text, F.lit("no text")))
+              .when(empty_text & no_site, F.lit(NO_WEBSITE))
+              .when(empty_text, F.lit(NO_TEXT)))
     detail = (F.when(F.col("_reason").isNotNull(), F.col("_detail"))
               .when(F.col("firm_id") == "", F.lit(EMPTY_ID[1]))
               .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[1]))

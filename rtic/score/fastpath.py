@@ -41,11 +41,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from rtic.classifier import lead_snippet
+from rtic.model.classifier import lead_snippet
 from rtic.config import DEFAULT_SEED_LABELS, Settings
-from rtic.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
+from rtic.embed.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
-from rtic.pyfunc_model import assigned_column, probability_column
+from rtic.contracts import assigned_column, probability_column
 from rtic.tables import atomic_path, read_table, require_columns
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
@@ -222,9 +222,9 @@ def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=N
                     progress: Callable[[str], None] = print) -> list[str]:
     """A uniform random sample of `sample` firm texts from a register of any size (reservoir sampling, one pass).
 
-    `source` is a classify TextSource (default: the register's `text` column); firms without text are skipped.
+    `source` is a rtic.text.TextSource (default: the register's `text` column); firms without text are skipped.
     """
-    from rtic.classify import RegisterText
+    from rtic.text import RegisterText
     from rtic.register import register_columns, stream_register
 
     if sample < MIN_CORPUS:
@@ -313,7 +313,7 @@ def _read_corpus(encoder, texts: list[str], folds: np.ndarray, table_shape: tupl
     means = TokenMeans(*table_shape, int(folds.max()) + 1)
     started, parts = time.monotonic(), []
     for start in range(0, len(texts), step):
-        parts.append(encoder.encode(texts[start : start + step], on_tokens=lambda i, ids, vectors: means.add(folds[start + i], ids, vectors)))
+        parts.append(encoder.encode(texts[start : start + step], on_tokens=lambda i, ids, vectors, start=start: means.add(folds[start + i], ids, vectors)))
         done, elapsed = start + len(parts[-1]), time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
         progress(f"  transformer: {done:,}/{len(texts):,} texts, {rate:,.1f}/s, ETA {(len(texts) - done) / rate:,.0f} s" if rate else f"  transformer: {done:,}")
@@ -538,7 +538,7 @@ class FastScorer:
 def build_fast_path(settings: Settings, model_uri: str | None = None, register: str | Path | None = None, sample: int = DEFAULT_SAMPLE,
                     source=None, force: bool = False, progress: Callable[[str], None] = print) -> tuple[Path, FastHead | None, Path | None]:
     """`rtic fastpath build`: the static table, then the fast head of a registered model (when one exists or is named)."""
-    from rtic import registry
+    from rtic.mlops import registry
 
     if source is not None and register is None:
         raise RticError("--store needs --register (the firms to sample)")

@@ -96,7 +96,7 @@ class OnColumns:
 class SectorClassifier:
     """Multi-label sector classifier: fit(texts, Y) / predict_proba(texts) / predict(texts).
 
-    `encoder` is anything with `encode(texts) -> ndarray` (rtic.encoder.Encoder); it is not pickled
+    `encoder` is anything with `encode(texts) -> ndarray` (rtic.embed.encoder.Encoder); it is not pickled
     with the classifier and is attached again at load time.
     """
 

@@ -1,5 +1,8 @@
 """Where a firm's text comes from: the register's `text` column or the crawl store's pages.
 
+For scoring a whole register, a `TextSource` (`RegisterText`, `CrawlStoreText`) turns a chunk of register
+rows into texts and exception rows; for one firm (explain, review), `firm_text` gives its text and pages.
+
 The crawl store is built by `rtic crawl`; the firm's document is assembled by
 `rtic.crawl.document.firm_documents`, the same function `rtic classify --store` uses, so the text a
 reviewer sees is exactly the text that was scored.
@@ -10,8 +13,73 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
+import pandas as pd
+
+from rtic.contracts import NO_TEXT, NO_WEBSITE
 from rtic.errors import RticError
+
+
+# -- where firm text comes from ------------------------------------------------------------------
+class TextSource(Protocol):
+    """Supplies firm text for a chunk of register rows: (firm_id, line, text) rows, and exception rows."""
+
+    required_columns: list[str]
+
+    def describe(self) -> str: ...
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
+class RegisterText:
+    """Text already collected in the register's `text` column."""
+
+    required_columns = ["text"]
+
+    def describe(self) -> str:
+        return "register column 'text'"
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        text = rows["text"].fillna("").astype(str)
+        empty = text.str.strip() == ""
+        if "website" in rows.columns:
+            no_site = empty & (rows["website"].fillna("").astype(str).str.strip() == "")
+        else:
+            no_site = pd.Series(False, index=rows.index)
+        reason = no_site.map({True: NO_WEBSITE, False: NO_TEXT})
+        detail = no_site.map({True: "register row has no website and no text", False: "register row has an empty text column"})
+        exceptions = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "reason": reason, "detail": detail})[empty]
+        good = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "text": text})[~empty]
+        return good.reset_index(drop=True), exceptions.reset_index(drop=True)
+
+
+class CrawlStoreText:
+    """Each firm's document from a crawl store (`rtic crawl`): home page first, template blocks removed.
+
+    Firms whose site is dead, parked or blocked, or that were never crawled, become exceptions with
+    that reason.
+    """
+
+    required_columns: list[str] = []
+
+    def __init__(self, store_path: str | Path):
+        self.store_path = Path(store_path)
+        if not self.store_path.is_file():
+            raise RticError(f"crawl store not found: {self.store_path} (run `rtic crawl REGISTER --store {self.store_path}` first)")
+
+    def describe(self) -> str:
+        return f"crawl store {self.store_path}"
+
+    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from rtic.crawl.document import firm_documents
+
+        docs = firm_documents(self.store_path, rows["firm_id"].astype(str))
+        empty = (docs["text"].str.strip() == "").to_numpy()
+        frame = pd.DataFrame({"firm_id": rows["firm_id"].to_numpy(), "line": rows["line"].to_numpy(), "text": docs["text"].to_numpy()})
+        exceptions = pd.DataFrame({"firm_id": frame["firm_id"], "line": frame["line"],
+                                   "reason": docs["reason"].replace("", NO_TEXT).to_numpy(), "detail": self.describe()})[empty]
+        return frame[~empty].reset_index(drop=True), exceptions.reset_index(drop=True)
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rtic.classifier import SectorClassifier, fit_calibration
-from rtic.encoder import bundled_model_dir, cpu_has_bf16, verify_weights
-from rtic.evaluation import stratified_folds
+from rtic.model.classifier import SectorClassifier, fit_calibration
+from rtic.embed.encoder import bundled_model_dir, cpu_has_bf16, verify_weights
+from rtic.model.evaluation import stratified_folds
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class FineTunedClassifier:
         return self.predict_proba(texts) >= self.thresholds_
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised fine-tuned embeddings (what rtic.encoder.Encoder returns for the frozen model)."""
+        """L2-normalised fine-tuned embeddings (what rtic.embed.encoder.Encoder returns for the frozen model)."""
         import torch
 
         return self._batches([str(t) for t in texts], lambda v: torch.nn.functional.normalize(v, dim=1))

@@ -14,12 +14,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from rtic import registry
-from rtic.classifier import SectorClassifier
+from rtic.mlops import registry
+from rtic.model.classifier import SectorClassifier
 from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, REPO_ROOT, Settings
-from rtic.encoder import Encoder, file_sha256
+from rtic.embed.encoder import Encoder, file_sha256
+from rtic.contracts import taxonomy_mismatch
 from rtic.errors import RticError
-from rtic.evaluation import (
+from rtic.model.evaluation import (
     misclassified,
     plot_calibration,
     plot_cooccurrence,
@@ -28,7 +29,7 @@ from rtic.evaluation import (
     sector_report,
     stratified_folds,
 )
-from rtic.fewshot import description_rows
+from rtic.model.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy, load_taxonomy
 
@@ -254,8 +255,8 @@ def evaluate(
     taxonomy = load_taxonomy(taxonomy_path)
     ref = registry.resolve(model_uri, settings)
     if ref.taxonomy_version and ref.taxonomy_version != taxonomy.version:
-        raise RticError(f"model {ref.name} version {ref.version} was trained on taxonomy {ref.taxonomy_version}, "
-                        f"not {taxonomy.version} ({taxonomy_path or 'the bundled taxonomy'}): pass --taxonomy with the model's taxonomy file")
+        raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", ref.taxonomy_version, taxonomy.version,
+                                          str(taxonomy_path or "the bundled taxonomy")))
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
     for w in firms.warnings:
         progress(f"warning: {w}")
@@ -263,7 +264,7 @@ def evaluate(
     model_sectors = (model.metadata.metadata or {}).get("sector_ids") or firms.sector_ids
     if list(model_sectors) != list(firms.sector_ids):
         raise RticError(f"model {ref.name} version {ref.version} has sectors {', '.join(model_sectors)}, the taxonomy has {', '.join(firms.sector_ids)}")
-    from rtic.pyfunc_model import assigned_column, probability_column
+    from rtic.contracts import assigned_column, probability_column
 
     progress(f"scoring {len(firms.texts)} firms with {ref.name} version {ref.version} …")
     out = model.predict(pd.DataFrame({"firm_id": firms.firm_ids, "text": firms.texts}), params={"taxonomy_version": taxonomy.version})

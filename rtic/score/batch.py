@@ -6,8 +6,8 @@ the chunk's commit mark; a killed run re-run with the same arguments skips commi
 on. At the end the parts are merged (streamed, bounded memory) into the single long-form labels Parquet
 at OUT, the exceptions CSV beside it, and `OUT.parts/manifest.json` describing the whole run.
 
-Where firm text comes from is a `TextSource`: today the register's own `text` column; a crawl store
-can supply the same interface (texts for some firms, reasons for the others).
+Where firm text comes from is a `rtic.text.TextSource`: the register's own `text` column, or a crawl store
+(texts for some firms, reasons for the others).
 """
 
 from __future__ import annotations
@@ -18,23 +18,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import pandas as pd
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.encoder import text_sha256
+from rtic.contracts import (EXCEPTION_COLUMNS, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
+                            sibling_path, taxonomy_mismatch)
+from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
-from rtic.pyfunc_model import assigned_column, probability_column
 from rtic.register import estimate_rows, register_columns, stream_register
 from rtic.tables import atomic_path, require_columns, select_in, write_atomically
 from rtic.taxonomy import load_taxonomy
+from rtic.text import RegisterText, TextSource
 
-LABEL_COLUMNS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
-# Added beside the contract: which scorer produced the row ("transformer", or "static" on the fast path).
-OUTPUT_COLUMNS = LABEL_COLUMNS + ["scored_by"]
-EXCEPTION_COLUMNS = ["firm_id", "line", "reason", "detail"]
 RUN_FORMAT = 2  # 2: parts hold carried rows in input order; seen ids and --since index in SQLite
 
 
@@ -56,72 +54,11 @@ class ClassifyResult:
 
 
 def exceptions_path_for(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".exceptions.csv")
+    return sibling_path(out, ".exceptions.csv")
 
 
 def parts_dir_for(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".parts")
-
-
-# -- where firm text comes from ------------------------------------------------------------------
-class TextSource(Protocol):
-    """Supplies firm text for a chunk of register rows: (firm_id, line, text) rows, and exception rows."""
-
-    required_columns: list[str]
-
-    def describe(self) -> str: ...
-
-    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]: ...
-
-
-class RegisterText:
-    """Text already collected in the register's `text` column."""
-
-    required_columns = ["text"]
-
-    def describe(self) -> str:
-        return "register column 'text'"
-
-    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        text = rows["text"].fillna("").astype(str)
-        empty = text.str.strip() == ""
-        if "website" in rows.columns:
-            no_site = empty & (rows["website"].fillna("").astype(str).str.strip() == "")
-        else:
-            no_site = pd.Series(False, index=rows.index)
-        reason = no_site.map({True: "no website", False: "no text"})
-        detail = no_site.map({True: "register row has no website and no text", False: "register row has an empty text column"})
-        exceptions = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "reason": reason, "detail": detail})[empty]
-        good = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "text": text})[~empty]
-        return good.reset_index(drop=True), exceptions.reset_index(drop=True)
-
-
-class CrawlStoreText:
-    """Each firm's document from a crawl store (`rtic crawl`): home page first, template blocks removed.
-
-    Firms whose site is dead, parked or blocked, or that were never crawled, become exceptions with
-    that reason.
-    """
-
-    required_columns: list[str] = []
-
-    def __init__(self, store_path: str | Path):
-        self.store_path = Path(store_path)
-        if not self.store_path.is_file():
-            raise RticError(f"crawl store not found: {self.store_path} (run `rtic crawl REGISTER --store {self.store_path}` first)")
-
-    def describe(self) -> str:
-        return f"crawl store {self.store_path}"
-
-    def texts(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        from rtic.crawl.document import firm_documents
-
-        docs = firm_documents(self.store_path, rows["firm_id"].astype(str))
-        empty = (docs["text"].str.strip() == "").to_numpy()
-        frame = pd.DataFrame({"firm_id": rows["firm_id"].to_numpy(), "line": rows["line"].to_numpy(), "text": docs["text"].to_numpy()})
-        exceptions = pd.DataFrame({"firm_id": frame["firm_id"], "line": frame["line"],
-                                   "reason": docs["reason"].replace("", "no text").to_numpy(), "detail": self.describe()})[empty]
-        return frame[~empty].reset_index(drop=True), exceptions.reset_index(drop=True)
+    return sibling_path(out, ".parts")
 
 
 # -- scoring ----------------------------------------------------------------------------------------
@@ -312,7 +249,7 @@ def classify_register(
     `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
     unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
     with the static-embedding head first and re-scores firms within `fast_margin` z of a threshold with the
-    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.fastpath).
+    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.score.fastpath).
     """
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
@@ -329,7 +266,7 @@ def classify_register(
     if taxonomy_path is not None:
         taxonomy = load_taxonomy(taxonomy_path)
         if taxonomy.version != model_taxonomy:
-            raise RticError(f"model {ref.name} v{ref.version} was trained on taxonomy {model_taxonomy}, not {taxonomy.version} from {taxonomy_path}: retrain or pick another model")
+            raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", model_taxonomy, taxonomy.version, str(taxonomy_path)))
 
     def transformer(frame: pd.DataFrame) -> pd.DataFrame:
         out = model.predict(frame[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
@@ -338,7 +275,7 @@ def classify_register(
 
     scorer, scorer_key = transformer, {"kind": "transformer"}
     if fast:
-        from rtic.fastpath import FastScorer
+        from rtic.score.fastpath import FastScorer
 
         fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement, progress=progress)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()

@@ -13,20 +13,14 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-
-def probability_column(sector_id: str) -> str:
-    return f"{sector_id}__probability"
-
-
-def assigned_column(sector_id: str) -> str:
-    return f"{sector_id}__assigned"
+from rtic.contracts import assigned_column, probability_column, taxonomy_mismatch
 
 
 class SectorModel(PythonModel):
     def load_context(self, context):
         import joblib
 
-        from rtic.encoder import Encoder
+        from rtic.embed.encoder import Encoder
 
         with open(context.artifacts["meta"], encoding="utf-8") as fh:
             self.meta = json.load(fh)
@@ -41,9 +35,7 @@ class SectorModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         wanted = (params or {}).get("taxonomy_version") or ""
         if wanted and wanted != self.meta["taxonomy_version"]:
-            raise ValueError(
-                f"model was trained on taxonomy {self.meta['taxonomy_version']}, refusing to score against taxonomy {wanted}"
-            )
+            raise ValueError(taxonomy_mismatch("the model", self.meta["taxonomy_version"], wanted))
         texts = model_input["text"].fillna("").astype(str).tolist()
         proba = self.classifier.predict_proba(texts)
         thresholds = self.classifier.thresholds_

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rtic import registry
+from rtic.mlops import registry
 from rtic.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
 from rtic.errors import RticError
 

@@ -103,7 +103,8 @@ class Encoder:
     """Texts -> L2-normalised 384-d vectors.
 
     Text longer than the model's sequence length is split into token windows, each window is
-    embedded, and the windows are averaged weighted by their token counts. Vectors are cached by
+    embedded, and the windows are averaged weighted by their word counts (whitespace-separated
+    words of each window's text, at least 1), not their token counts. Vectors are cached by
     (model key, text hash), so a text is embedded once whatever the number of runs.
     """
 

@@ -42,8 +42,8 @@ def cmd_taxonomy_validate(args) -> int:
 
 # -- train / classify ------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from rtic import registry
-    from rtic.training import train
+    from rtic.mlops import registry
+    from rtic.model.training import train
 
     settings = Settings.from_env()
     if args.if_missing and registry.has_champion(settings, args.name):
@@ -66,7 +66,7 @@ def cmd_classify(args) -> int:
     settings = Settings.from_env()
     quiet = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.engine == "spark":
-        from rtic.spark import classify_spark
+        from rtic.score.spark import classify_spark
 
         local_only = [flag for flag, given in (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None),
                                                ("--fast-agreement", args.fast_agreement is not None), ("--since", args.since),
@@ -78,7 +78,8 @@ def cmd_classify(args) -> int:
     else:
         if args.spark_master:
             raise RticError("--spark-master needs --engine spark")
-        from rtic.classify import CrawlStoreText, classify_register
+        from rtic.score.batch import classify_register
+        from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store) if args.store else None
         result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=quiet,
@@ -134,7 +135,7 @@ def _community_params(args):
 
 def _specialisation(args, inputs):
     from rtic.clusters.specialisation import SpecialisationParams, specialisation
-    from rtic.geography import load_area_names
+    from rtic.clusters.geography import load_area_names
 
     names = load_area_names(args.names) if args.names else None
     params = SpecialisationParams(lq_threshold=args.lq_threshold, min_count=args.min_count, confidence=args.confidence)
@@ -368,7 +369,7 @@ def _table(frame, columns=None) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from rtic.training import evaluate
+    from rtic.model.training import evaluate
 
     result = evaluate(Settings.from_env(), args.labels, model_uri=args.model, taxonomy_path=args.taxonomy, eval_set=args.eval_set,
                       ignore_unknown=args.ignore_unknown, progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -378,7 +379,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from rtic.models import list_versions
+    from rtic.mlops.lifecycle import list_versions
 
     table = list_versions(Settings.from_env(), args.name)
     print(_table(table) if len(table) else f"no versions of {args.name}")
@@ -386,7 +387,7 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_show(args) -> int:
-    from rtic.models import show_version
+    from rtic.mlops.lifecycle import show_version
 
     info = show_version(Settings.from_env(), args.version, args.name)
     print(f"{info['name']} version {info['version']}  aliases: {', '.join(info['aliases']) or '-'}  run: {info['run_id']}")
@@ -405,7 +406,7 @@ def cmd_models_show(args) -> int:
 
 
 def cmd_models_compare(args) -> int:
-    from rtic.models import compare
+    from rtic.mlops.lifecycle import compare
 
     print(_table(compare(Settings.from_env(), args.a, args.b, args.name, args.eval_set)))
     return 0
@@ -415,7 +416,7 @@ PROMOTION_REFUSED = 3  # `rtic models promote` exit status when the comparison r
 
 
 def cmd_models_promote(args) -> int:
-    from rtic.models import promote
+    from rtic.mlops.lifecycle import promote
 
     result = promote(Settings.from_env(), args.version, eval_set=args.eval_set, tolerance=args.tolerance, force=args.force,
                      reason=args.reason or "", who=args.who, name=args.name)
@@ -430,7 +431,7 @@ def cmd_models_promote(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from rtic.models import ui_command
+    from rtic.mlops.lifecycle import ui_command
 
     cmd = ui_command(Settings.from_env(), args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop): {' '.join(cmd)}", flush=True)
@@ -461,7 +462,7 @@ def cmd_label_import(args) -> int:
 
 
 def cmd_taxonomy_add_sector(args) -> int:
-    from rtic.fewshot import add_sector
+    from rtic.model.fewshot import add_sector
 
     result = add_sector(args.taxonomy, args.out, sector_id=args.id, name=args.name, description=args.description,
                         seeds_path=args.seeds, labels_path=args.labels, labels_out=args.labels_out, expected_share=args.expected_share,
@@ -470,13 +471,13 @@ def cmd_taxonomy_add_sector(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(result.message)
 def cmd_fastpath_build(args) -> int:
-    from rtic.fastpath import DEFAULT_AGREEMENT, build_fast_path
+    from rtic.score.fastpath import DEFAULT_AGREEMENT, build_fast_path
 
     settings = Settings.from_env()
     quiet = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     source = None
     if args.store:
-        from rtic.classify import CrawlStoreText
+        from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store)
     table, head, head_path = build_fast_path(settings, model_uri=args.model, register=args.register, sample=args.sample, source=source,

@@ -1,0 +1,5 @@
+import sys
+
+from rtic.cli.main import main
+
+sys.exit(main())

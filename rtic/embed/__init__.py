@@ -1,0 +1,1 @@
+"""Embedding models: the offline transformer encoder and the static token tables."""
