@@ -400,6 +400,6 @@ def test_cli_report_keeps_hostile_sector_ids_inside_out(tmp_path):
     assert names["alpha"] == "alpha.png" and "/" not in names["../../../escaped/pwned"] and ".." not in names["../../../escaped/pwned"]
     assert not any(p.name == "escaped" for p in tmp_path.rglob("*"))
     page = (out / "index.html").read_text()
-    for sector, name in names.items():
+    for name in names.values():
         assert f"src='maps/{name}'" in page
     assert "../../../escaped/pwned" in page  # the id is still shown (escaped text), only the file name is sanitised
