@@ -21,6 +21,7 @@ import pandas as pd
 
 from rtic.errors import RticError
 from rtic.tables import read_table
+from rtic import config
 
 # Column names in the Innovate UK file (and plainer ones a user may have).
 _PROJECT = ["project number", "project_number", "project_id", "project"]
@@ -33,10 +34,10 @@ MEMBER_COLUMNS = ["community_id", "participant_id", "participant_name", "firm_id
 
 @dataclass(frozen=True)
 class CommunityParams:
-    max_participants: int = 50
+    max_participants: int = config.MAX_PARTICIPANTS
     min_members: int = 3
-    resolution: float = 1.0
-    seed: int = 0
+    resolution: float = config.RESOLUTION
+    seed: int = config.SEED
 
 
 @dataclass

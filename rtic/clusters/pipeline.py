@@ -8,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from rtic.clusters.communities import CommunityParams, CommunityResult, find_communities, read_participation
+from rtic.clusters.geography import load_area_names
 from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialParams, SpatialResult, spatial_clusters
+from rtic.clusters.specialisation import SpecialisationParams, specialisation
 from rtic.clusters.typology import TypologyParams, group_criteria, rd_active_firms
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
@@ -109,3 +111,34 @@ def run_communities(inputs: ClusterInputs, participation, out, params: Community
     write_atomically(collab.problems, sibling(out, "participation_problems", ".csv"))
     write_unplaced(inputs, out)
     return collab, table
+
+
+def area_specialisation(inputs: ClusterInputs, area: str, params: SpecialisationParams, names_path=None) -> pd.DataFrame:
+    """Specialisation by `area`, with area names from `names_path` (JSON object or code,name CSV) when given."""
+    names = load_area_names(names_path) if names_path else None
+    return specialisation(inputs, area, params, names)
+
+
+def run_specialisation(inputs: ClusterInputs, out, area: str, params: SpecialisationParams, names_path=None) -> tuple[pd.DataFrame, Path]:
+    """Specialisation by area; write OUT and OUT.unplaced.csv; return the table and the unplaced file."""
+    out = check_out(out)
+    table = area_specialisation(inputs, area, params, names_path)
+    write_atomically(table, out)
+    return table, write_unplaced(inputs, out)
+
+
+def run_report(inputs: ClusterInputs, out_dir, area: str, spec_params: SpecialisationParams, names_path, spatial_params: SpatialParams,
+               typology: TypologyParams, participation=None, community_params: CommunityParams = CommunityParams()) -> Path:
+    """Specialisation, spatial clusters and (with participation) communities as CSV under out_dir, plus the HTML report and maps."""
+    from rtic.clusters.report import write_report
+
+    out_dir = Path(out_dir)
+    spec = area_specialisation(inputs, area, spec_params, names_path)
+    write_atomically(spec, out_dir / "specialisation.csv")
+    spatial, clusters, collab = run_spatial(inputs, out_dir / "clusters.csv", spatial_params, typology, participation, community_params,
+                                            None, lambda *_: None)
+    communities = None
+    if participation:
+        collab, communities = run_communities(inputs, participation, out_dir / "communities.csv", community_params, typology)
+    notes = spatial.notes + (collab.notes if collab else [])
+    return write_report(out_dir, inputs, spec, spatial, clusters, communities, notes)

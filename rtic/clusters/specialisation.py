@@ -23,6 +23,7 @@ from scipy.stats import norm
 
 from rtic.clusters.inputs import ClusterInputs, area_column
 from rtic.errors import RticError
+from rtic import config
 
 SPECIALISATION_COLUMNS = [
     "area_level", "area_code", "area_name", "sector_id", "firms", "area_firms", "sector_firms", "total_firms",
@@ -32,9 +33,9 @@ SPECIALISATION_COLUMNS = [
 
 @dataclass(frozen=True)
 class SpecialisationParams:
-    lq_threshold: float = 1.25
-    min_count: int = 10
-    confidence: float = 0.95
+    lq_threshold: float = config.LQ_THRESHOLD
+    min_count: int = config.MIN_COUNT
+    confidence: float = config.CONFIDENCE
 
     def __post_init__(self):
         if not 0 < self.confidence < 1:
@@ -44,7 +45,7 @@ class SpecialisationParams:
 
 
 def location_quotients(firms: np.ndarray, area_firms: np.ndarray, sector_firms: np.ndarray, total: float,
-                       confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       confidence: float = config.CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LQ and its (low, high) interval for arrays of counts; see the module docstring."""
     firms, area_firms, sector_firms = (np.asarray(v, dtype=float) for v in (firms, area_firms, sector_firms))
     z = norm.ppf(0.5 + confidence / 2)

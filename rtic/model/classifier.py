@@ -19,8 +19,9 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
+from rtic import config
 
-FEATURE_SETS = ("embedding", "tfidf", "embedding+tfidf")
+FEATURE_SETS = config.FEATURE_SETS
 STACKS = ("own", "all", "")  # second stage per sector: its own score (+ neighbours), every sector's, none
 
 
@@ -113,7 +114,7 @@ class SectorClassifier(BaseEstimator):
         self,
         sector_ids: Sequence[str] = (),
         encoder=None,
-        features: str = "embedding+tfidf",
+        features: str = config.FEATURES,
         C: float = 1.0,
         tfidf_weight: float = 1.0,
         cv: int = 5,
