@@ -10,6 +10,7 @@ import pandas as pd
 from rtic.clusters.communities import CommunityParams, CommunityResult, find_communities, read_participation
 from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialParams, SpatialResult, spatial_clusters
+from rtic.clusters.specialisation import SpecialisationParams, choose_area, left_out, specialisation
 from rtic.clusters.typology import TypologyParams, group_criteria, rd_active_firms
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
@@ -32,6 +33,27 @@ def check_out(out: str | Path) -> Path:
 def write_unplaced(inputs: ClusterInputs, out: Path) -> Path:
     """Every labelled firm without coordinates, with its reason, beside the main output (always written)."""
     return write_atomically(inputs.problems, sibling(out, "unplaced", ".csv"))
+
+
+@dataclass
+class SpecialisationRun:
+    table: pd.DataFrame  # SPECIALISATION_COLUMNS
+    area: str  # the area level used (`auto` resolved)
+    note: str  # why `auto` chose it ('' when named)
+    left_out: pd.DataFrame  # PROBLEM_COLUMNS: labelled firms not counted in any area, and why
+    left_out_path: Path
+
+
+def run_specialisation(inputs: ClusterInputs, out, area: str, params: SpecialisationParams = SpecialisationParams(),
+                       names: dict[str, str] | None = None) -> SpecialisationRun:
+    """Location quotients by area; write OUT and OUT.unplaced.csv (every labelled firm not counted, with its reason)."""
+    out = check_out(out)
+    column, note = choose_area(inputs, area)
+    table = specialisation(inputs, column, params, names)
+    gone = left_out(inputs, column)
+    write_atomically(table, out)
+    path = write_atomically(gone, sibling(out, "unplaced", ".csv"))
+    return SpecialisationRun(table, column, note, gone, path)
 
 
 @dataclass
