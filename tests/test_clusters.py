@@ -580,3 +580,122 @@ def test_cli_communities_from_xlsx(world, paths, tmp_path):
                   "--postcodes", str(paths["onspd"]), "--participation", str(xlsx), "--out", str(tmp_path / "c.csv"), home=tmp_path)
     assert res.returncode == 0, res.stderr
     assert sorted(pd.read_csv(tmp_path / "c.csv")["cluster_type"]) == sorted([SPECIALISED, DISPERSED, RD_COLLABORATING])
+
+
+# -- GIS files and maps --------------------------------------------------------------------------------
+def test_geojson_hulls_centroids_and_members(world, paths, inputs, tmp_path):
+    import json
+
+    from matplotlib.path import Path as Ring
+
+    from rtic.clusters.pipeline import gis_paths
+
+    spatial, table, _ = run_spatial(inputs, tmp_path / "c.parquet", SpatialParams(), TypologyParams(), paths["participation"])
+    hulls_path, centroids_path, members_path = gis_paths(tmp_path / "c.parquet")
+    hulls, centroids, members = (json.loads(p.read_text()) for p in (hulls_path, centroids_path, members_path))
+    assert hulls["type"] == "FeatureCollection" and {f["properties"]["cluster_id"] for f in hulls["features"]} == {"alpha-1", "beta-1"}
+    for feature in hulls["features"]:
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["hull"] == "convex"
+        assert (ring[0] == ring[-1]).all() and len(ring) >= 4
+        # Exterior ring counter-clockwise (RFC 7946), in lon/lat degrees around the cluster.
+        assert 0.5 * np.sum(ring[:-1, 0] * ring[1:, 1] - ring[1:, 0] * ring[:-1, 1]) > 0
+        props = feature["properties"]
+        assert props["cluster_type"] == NOT_RD_ACTIVE and props["firms"] >= 30
+        # Every member firm lies inside its hull (firms on its edges too: the ring grown by 0.1% about its middle).
+        firms = spatial.members[spatial.members["cluster_id"] == props["cluster_id"]]
+        lat, lon = to_latlon(firms["easting"].to_numpy(), firms["northing"].to_numpy())
+        middle = ring[:-1].mean(axis=0)
+        assert Ring(middle + (ring - middle) * 1.001).contains_points(np.column_stack([lon, lat])).all()
+        centre = table.set_index("cluster_id").loc[props["cluster_id"]]
+        assert props["centroid_easting"] == pytest.approx(centre["centroid_easting"])
+    point = {f["properties"]["cluster_id"]: f["geometry"]["coordinates"] for f in centroids["features"]}
+    lat, lon = to_latlon(np.array([ALPHA_CENTRE[0]]), np.array([ALPHA_CENTRE[1]]))
+    assert abs(point["alpha-1"][0] - lon[0]) < 0.005 and abs(point["alpha-1"][1] - lat[0]) < 0.005
+    assert len(members["features"]) == len(spatial.members)
+    first = members["features"][0]["properties"]
+    assert set(first) == {"firm_id", "sector_id", "cluster_id", "easting", "northing"}
+    noise = [f for f in members["features"] if f["properties"]["cluster_id"] is None]
+    assert len(noise) == spatial.members["cluster_id"].isna().sum() > 0
+
+
+def test_hull_of_firms_at_one_point_or_on_a_line_is_a_circle():
+    from rtic.clusters.gis import MIN_RING_M, hull_ring
+
+    ring, kind = hull_ring(np.array([400000.0] * 5), np.array([300000.0] * 5), (400000.0, 300000.0), 0.0)
+    assert kind == "circle" and np.allclose(np.hypot(ring[:, 0] - 400000, ring[:, 1] - 300000), MIN_RING_M)
+    ring, kind = hull_ring(np.array([0.0, 500.0, 1000.0]), np.array([0.0, 0.0, 0.0]), (500.0, 0.0), 500.0)
+    assert kind == "circle" and np.allclose(np.hypot(ring[:, 0] - 500, ring[:, 1]), 500)
+    ring, kind = hull_ring(np.array([0.0, 1000.0, 0.0, 300.0]), np.array([0.0, 0.0, 1000.0, 300.0]), (0.0, 0.0), 1.0)
+    assert kind == "convex" and len(ring) == 4  # the inner point is not a vertex; ring closed
+
+
+def test_map_labels_never_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtic.clusters.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    rng = np.random.default_rng(1)
+    items = [(str(i + 1), 50 + rng.normal(0, 8), 50 + rng.normal(0, 8), 1.0) for i in range(40)]  # 40 clusters in one city
+    texts, left_off = place_labels(ax, items)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert len(texts) + left_off == 40 and len(texts) >= 20
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert [t.get_text() for t in texts][:8] == [str(i) for i in range(1, 9)]  # the largest clusters are labelled first
+    plt.close(fig)
+
+
+def test_map_draws_districts_and_placed_firms_behind(tmp_path):
+    from rtic.clusters.report import draw_sector_map
+
+    world, centroids = district_world()
+    paths = world.write(tmp_path)
+    centroids.to_csv(tmp_path / "centroids.csv", index=False)
+    inp = load_inputs(paths["labels"], paths["register"], [paths["onspd"], tmp_path / "centroids.csv"])
+    fig = draw_sector_map(inp, spatial_clusters(inp, sectors=["beta"]), "beta")
+    ax = fig.axes[0]
+    sizes = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    assert sizes["postcode districts"] == len(inp.districts) > 9  # ONSPD-derived districts and the nine centroids
+    assert sizes["all placed firms"] == len(inp.located)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_cli_report_counts_district_placed_firms(tmp_path):
+    """The journey of issue 14: a partial ONSPD and a national centroid file. The default area keeps every placed
+    firm; the report says which area it used and lists the firms it could not count."""
+    world, centroids = district_world()
+    paths = world.write(tmp_path / "in")
+    centroids.to_csv(tmp_path / "in" / "centroids.csv", index=False)
+    out = tmp_path / "report"
+    common = ["--labels", str(paths["labels"]), "--register", str(paths["register"]),
+              "--postcodes", str(paths["onspd"]), "--postcodes", str(tmp_path / "in" / "centroids.csv")]
+    res = run_cli("clusters", "report", *common, "--out", str(out), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "area auto: postcode district" in res.stderr and "4 not counted" in res.stderr, res.stderr
+    spec = pd.read_csv(out / "specialisation.csv")
+    gone = pd.read_csv(out / "specialisation.unplaced.csv", keep_default_na=False)
+    assert (spec["area_level"] == "district").all()
+    assert spec.groupby("area_code")["area_firms"].first().sum() + len(gone) == world.register["firm_id"].nunique()
+    assert set(gone["firm_id"]) == {"NOPC", "BADPC", "UNKNOWN", "LATLON"}
+    assert gone.set_index("firm_id").loc["BADPC", "postcode"] == "not a postcode"
+    page = (out / "index.html").read_text()
+    assert "Specialised district areas" in page and "specialisation.unplaced.csv" in page
+    for name in ("clusters.hulls.geojson", "clusters.centroids.geojson", "clusters.members.geojson"):
+        assert (out / name).stat().st_size > 100
+    # Named LADs: the district-placed firms are listed, not dropped in silence.
+    res = run_cli("clusters", "specialisation", *common, "--area", "lad", "--out", str(tmp_path / "lad.csv"), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    by_lad = pd.read_csv(tmp_path / "lad.unplaced.csv", keep_default_na=False)
+    assert (by_lad["reason"] == "no lad area").sum() >= len(world.planted["district_placed"])
+    counted = pd.read_csv(tmp_path / "lad.csv").groupby("area_code")["area_firms"].first().sum()
+    assert counted + len(by_lad) == world.register["firm_id"].nunique()
+    assert f"{len(by_lad)} not counted" in res.stderr

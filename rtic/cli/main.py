@@ -133,32 +133,35 @@ def _community_params(args):
     return CommunityParams(max_participants=args.max_participants, resolution=args.resolution, seed=args.seed)
 
 
-def _specialisation(args, inputs):
-    from rtic.clusters.specialisation import SpecialisationParams, specialisation
+def _specialisation(args, inputs, out):
     from rtic.clusters.geography import load_area_names
+    from rtic.clusters.pipeline import run_specialisation
+    from rtic.clusters.specialisation import SpecialisationParams
 
     names = load_area_names(args.names) if args.names else None
     params = SpecialisationParams(lq_threshold=args.lq_threshold, min_count=args.min_count, confidence=args.confidence)
-    return specialisation(inputs, args.area, params, names)
+    run = run_specialisation(inputs, out, args.area, params, names)
+    for line in run.notes:
+        print(line, file=sys.stderr)
+    return run
 
 
 def cmd_clusters_specialisation(args) -> int:
-    from rtic.clusters.pipeline import check_out, write_unplaced
-    from rtic.tables import write_atomically
+    from rtic.clusters.pipeline import check_out
 
     out = check_out(args.out)
     inputs = _cluster_inputs(args)
-    table = _specialisation(args, inputs)
-    write_atomically(table, out)
-    unplaced = write_unplaced(inputs, out)
-    print(f"{table['area_code'].nunique()} {args.area} areas × {table['sector_id'].nunique()} sectors written to {out}; unplaced firms in {unplaced}")
+    run = _specialisation(args, inputs, out)
+    table = run.table
+    print(f"{table['area_code'].nunique()} {run.area} areas × {table['sector_id'].nunique()} sectors written to {out}; "
+          f"firms not counted in any area in {run.left_out_path}")
     for sector, n in table.groupby("sector_id")["specialised"].sum().items():
         print(f"  {sector:<24}{int(n):>5} specialised area(s)")
     return 0
 
 
 def cmd_clusters_spatial(args) -> int:
-    from rtic.clusters.pipeline import run_spatial, sibling
+    from rtic.clusters.pipeline import gis_paths, run_spatial, sibling
 
     inputs = _cluster_inputs(args)
     progress = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -166,7 +169,8 @@ def cmd_clusters_spatial(args) -> int:
                                          _community_params(args), args.sector or None, progress)
     for note in spatial.notes + (collab.notes if collab else []):
         print(f"note: {note}", file=sys.stderr)
-    print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}")
+    print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}; "
+          f"for GIS: {', '.join(p.name for p in gis_paths(args.out))}")
     if len(table) and "cluster_type" in table.columns:
         for kind, n in table["cluster_type"].value_counts().items():
             print(f"  {kind:<24}{n:>5}")
@@ -193,20 +197,18 @@ def cmd_clusters_report(args) -> int:
 
     from rtic.clusters.pipeline import run_communities, run_spatial
     from rtic.clusters.report import write_report
-    from rtic.tables import write_atomically
 
     out = Path(args.out)
     inputs = _cluster_inputs(args)
-    spec = _specialisation(args, inputs)
-    write_atomically(spec, out / "specialisation.csv")
+    run = _specialisation(args, inputs, out / "specialisation.csv")
     spatial, clusters, collab = run_spatial(inputs, out / "clusters.csv", _spatial_params(args), _typology_params(args),
                                             args.participation, _community_params(args), None, lambda *_: None)
     communities = None
     if args.participation:
         collab, communities = run_communities(inputs, args.participation, out / "communities.csv", _community_params(args), _typology_params(args))
-    notes = spatial.notes + (collab.notes if collab else [])
-    path = write_report(out, inputs, spec, spatial, clusters, communities, notes)
-    print(f"report written to {path} (tables as CSV and maps as PNG beside it)")
+    notes = run.notes + spatial.notes + (collab.notes if collab else [])
+    path = write_report(out, inputs, run.table, spatial, clusters, communities, notes)
+    print(f"report written to {path} (tables as CSV, clusters as GeoJSON and maps as PNG beside it)")
     return 0
 
 
@@ -595,13 +597,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="Louvain seed (default 0)")
 
     def area_args(p):
-        p.add_argument("--area", default="lad", help="area level: lad, ttwa, region, itl, lep, country, district, or any register column (default lad)")
+        p.add_argument("--area", default="auto", help="area level: lad, ttwa, region, itl, lep, country, district (postcode district), any "
+                       "register column, or auto (default): lad when the lookups give nearly every firm with a postcode district a LAD, "
+                       "else district")
         p.add_argument("--names", help="area code → name lookup (JSON object or code,name CSV), e.g. gss_districts.json")
         p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the LQ interval (default 0.95)")
 
     p = cl_sub.add_parser("specialisation", help="firm counts, shares and location quotients by area and sector",
                           description="Per area and sector: firms, share, LQ with a confidence interval, and a specialised flag "
-                          "(LQ >= --lq-threshold and at least --min-count firms). Firms that cannot be placed go to OUT.unplaced.csv.")
+                          "(LQ >= --lq-threshold and at least --min-count firms). Every labelled firm not counted in an area goes to OUT.unplaced.csv with its reason.")
     cluster_inputs(p)
     area_args(p)
     p.add_argument("--out", required=True, help="table to write (.parquet or .csv)")
@@ -610,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cl_sub.add_parser("spatial", help="density clusters of each sector's firms, with centroid, extent, share and LQ",
                           description="Per sector, DBSCAN (or HDBSCAN) on British National Grid metres; clusters below "
                           "--min-cluster-firms are dropped. Writes OUT (clusters, typed when --participation is given), "
-                          "OUT.members (firm → cluster) and OUT.unplaced.csv.")
+                          "OUT.members (firm → cluster), OUT.hulls/.centroids/.members.geojson (WGS84, BNG as attributes) and OUT.unplaced.csv.")
     cluster_inputs(p)
     spatial_args(p)
     typology_args(p)
@@ -629,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cl_sub.add_parser("report", help="one HTML page with specialisation tables, cluster tables and a PNG map per sector",
                           description="Run specialisation, spatial clustering and (with --participation) communities, and write "
-                          "OUT/index.html, OUT/maps/<sector>.png and the tables as CSV in OUT.")
+                          "OUT/index.html, OUT/maps/<sector>.png, the tables as CSV and the clusters as GeoJSON in OUT.")
     cluster_inputs(p)
     area_args(p)
     spatial_args(p)

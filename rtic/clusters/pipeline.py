@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from rtic.clusters.communities import CommunityParams, CommunityResult, find_communities, read_participation
+from rtic.clusters.gis import write_gis
 from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialParams, SpatialResult, spatial_clusters
 from rtic.clusters.specialisation import SpecialisationParams, choose_area, left_out, specialisation
@@ -42,6 +43,16 @@ class SpecialisationRun:
     note: str  # why `auto` chose it ('' when named)
     left_out: pd.DataFrame  # PROBLEM_COLUMNS: labelled firms not counted in any area, and why
     left_out_path: Path
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should read: the area chosen, and how many firms it counts and leaves out (and why)."""
+        counted = int(self.table.groupby("area_code")["area_firms"].first().sum())
+        reasons = ", ".join(f"{r}: {n}" for r, n in self.left_out["reason"].value_counts().items())
+        lines = [self.note] if self.note else []
+        lines.append(f"specialisation by {self.area}: {counted} labelled firm(s) counted in {self.table['area_code'].nunique()} area(s), "
+                     f"{len(self.left_out)} not counted" + (f" ({reasons}; listed in {self.left_out_path.name})" if len(self.left_out) else ""))
+        return lines
 
 
 def run_specialisation(inputs: ClusterInputs, out, area: str, params: SpecialisationParams = SpecialisationParams(),
@@ -101,7 +112,7 @@ def type_communities(inputs: ClusterInputs, collab: CollaborationData, params: T
 
 def run_spatial(inputs: ClusterInputs, out, params: SpatialParams, typology: TypologyParams,
                 participation=None, community_params: CommunityParams = CommunityParams(), sectors=None, progress=print):
-    """Cluster, type, and write OUT (clusters), OUT.members, OUT.unplaced.csv."""
+    """Cluster, type, and write OUT (clusters), OUT.members, the GeoJSON files (gis_paths) and OUT.unplaced.csv."""
     out = check_out(out)
     collab = load_collaboration(participation, inputs, community_params) if participation else None
     spatial = spatial_clusters(inputs, params, sectors, progress)
@@ -111,8 +122,14 @@ def run_spatial(inputs: ClusterInputs, out, params: SpatialParams, typology: Typ
         table = table.merge(types.drop(columns=["member_firms"]).rename(columns={"group_id": "cluster_id"}), on="cluster_id", how="left")
     write_atomically(table, out)
     write_atomically(spatial.members, sibling(out, "members"))
+    write_gis(spatial, table, *gis_paths(out))
     write_unplaced(inputs, out)
     return spatial, table, collab
+
+
+def gis_paths(out) -> tuple[Path, Path, Path]:
+    """OUT.hulls.geojson, OUT.centroids.geojson, OUT.members.geojson (see clusters.gis)."""
+    return tuple(sibling(out, tag, ".geojson") for tag in ("hulls", "centroids", "members"))
 
 
 def run_communities(inputs: ClusterInputs, participation, out, params: CommunityParams, typology: TypologyParams):
