@@ -221,11 +221,13 @@ def test_auto_area_is_lad_when_the_lookup_gives_every_district_one(inputs):
 
 def test_district_areas_from_any_lookup_file_and_only_known_districts(tmp_path):
     # Centroid file first: AA1's position comes from it, its LAD from the ONSPD after it (the centroid file has none).
-    pd.DataFrame({"postcode": ["AA1", "BB2"], "easting": ["410000", "500000"], "northing": ["310000", "200000"]}).to_csv(tmp_path / "centroids.csv", index=False)
+    # GY1 (Guernsey) is off the British National Grid, as in the real centroid files: listed, but not placeable.
+    pd.DataFrame({"postcode": ["AA1", "BB2", "GY1"], "easting": ["410000", "500000", "361100"],
+                  "northing": ["310000", "200000", "-48888"]}).to_csv(tmp_path / "centroids.csv", index=False)
     pd.DataFrame({"pcds": ["AA1 1AA", "AA1 1AB", "AA1 1AD"], "oseast1m": ["400000", "400200", "400400"], "osnrth1m": ["300000"] * 3,
                   "oslaua": ["E2", "E1", "E1"], "osgrdind": ["1"] * 3}).to_csv(tmp_path / "onspd.csv", index=False)
     lookup = load_lookup([tmp_path / "centroids.csv", tmp_path / "onspd.csv"])
-    register = pd.DataFrame({"firm_id": ["a", "b", "c", "d"], "postcode": ["AA1 9ZZ", "BB2 1AA", "ZZ9 9ZZ", "AA1 1AA"]})
+    register = pd.DataFrame({"firm_id": ["a", "b", "c", "d", "e"], "postcode": ["AA1 9ZZ", "BB2 1AA", "ZZ9 9ZZ", "AA1 1AA", "GY1 1AA"]})
     firms = locate_firms(register, lookup).set_index("firm_id")
     assert firms.loc["a", "geo_source"] == "postcode district centroid" and firms.loc["a", "easting"] == 410000
     assert firms.loc["a", "lad"] == "E1"  # the most common LAD of AA1's postcodes
@@ -233,6 +235,7 @@ def test_district_areas_from_any_lookup_file_and_only_known_districts(tmp_path):
     # A postcode-shaped typo is not an area: its district is unknown to every lookup.
     assert firms.loc["c", "geo_source"] == "unknown postcode" and pd.isna(firms.loc["c", "district"])
     assert firms.loc["d", "lad"] == "E2" and firms.loc["d", "district"] == "AA1"
+    assert firms.loc["e", "geo_source"] == "postcode has no grid reference" and np.isnan(firms.loc["e", "easting"])
 
 
 def test_unplaced_rows_keep_the_postcode_as_given(inputs, world):

@@ -250,8 +250,9 @@ def locate_firms(register: pd.DataFrame, lookup: PostcodeLookup | None) -> pd.Da
         full = lookup.postcodes.reindex(firms["postcode"])
         dist = lookup.districts.reindex(firms["outcode"])
         in_full = full["easting"].notna().to_numpy()
-        known_no_grid = member_of(firms["postcode"], lookup.postcodes.index) & ~in_full
         in_dist = dist["easting"].notna().to_numpy() & ~in_full
+        # Listed, but with no usable grid reference (ONSPD osgrdind 9; off the grid, e.g. the Channel Islands).
+        known_no_grid = (member_of(firms["postcode"], lookup.postcodes.index) | member_of(firms["outcode"], lookup.districts.index)) & ~in_full & ~in_dist
         east[in_full], north[in_full] = full["easting"].to_numpy()[in_full], full["northing"].to_numpy()[in_full]
         east[in_dist], north[in_dist] = dist["easting"].to_numpy()[in_dist], dist["northing"].to_numpy()[in_dist]
         source[in_full] = FROM_POSTCODE

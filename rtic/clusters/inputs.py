@@ -25,7 +25,8 @@ DETAILS = {
     NO_POSTCODE: "the register row has no postcode and no lat/lon",
     INVALID_POSTCODE: "not in the form of a UK postcode",
     UNKNOWN_POSTCODE: "neither the postcode nor its district is in the postcode lookup(s)",
-    NO_GRID_REFERENCE: "the ONSPD lists it without a grid reference (osgrdind 9)",
+    NO_GRID_REFERENCE: "the lookup lists the postcode or its district without a usable grid reference (ONSPD osgrdind 9, "
+                       "or off the British National Grid, as the Channel Islands are)",
     NOT_IN_REGISTER: "labelled, but its firm_id is not in the register",
 }
 

@@ -92,7 +92,7 @@ def draw_sector_map(inputs: ClusterInputs, spatial: SpatialResult, sector: str, 
     districts = inputs.districts
     if districts is not None and len(districts):
         # Every district the lookups know: the country's shape, even where few firms are placed.
-        ax.scatter(districts["easting"] / 1000, districts["northing"] / 1000, s=4, c="#e8eef4", linewidths=0, rasterized=True,
+        ax.scatter(districts["easting"] / 1000, districts["northing"] / 1000, s=4, c="#efe6d2", linewidths=0, rasterized=True,
                    label="postcode districts", zorder=0)
     ax.scatter(back["easting"] / 1000, back["northing"] / 1000, s=1, c="#cccccc", linewidths=0, rasterized=True,
                label="all placed firms", zorder=1)
