@@ -65,7 +65,7 @@ MIN_GROUP_FIRMS = 5  # members of its dominant sector a community needs to be sp
 COLOCATED_KM = 30.0
 MAX_PARTICIPANTS = 50
 RESOLUTION = 1.0
-AREA = "lad"
+AREA = "auto"  # clusters.specialisation.choose_area
 
 
 @dataclass(frozen=True)

@@ -52,22 +52,27 @@ def cmd_specialisation(args) -> int:
     from rtic.clusters.pipeline import check_out, run_specialisation
 
     out = check_out(args.out)
-    table, unplaced = run_specialisation(_inputs(args), out, args.area, _specialisation_params(args), args.names)
-    print(f"{table['area_code'].nunique()} {args.area} areas × {table['sector_id'].nunique()} sectors written to {out}; unplaced firms in {unplaced}")
+    run = run_specialisation(_inputs(args), out, args.area, _specialisation_params(args), args.names)
+    for line in run.notes:
+        err(line)
+    table = run.table
+    print(f"{table['area_code'].nunique()} {run.area} areas × {table['sector_id'].nunique()} sectors written to {out}; "
+          f"firms not counted in any area in {run.left_out_path}")
     for sector, n in table.groupby("sector_id")["specialised"].sum().items():
         print(f"  {sector:<24}{int(n):>5} specialised area(s)")
     return 0
 
 
 def cmd_spatial(args) -> int:
-    from rtic.clusters.pipeline import run_spatial, sibling
+    from rtic.clusters.pipeline import gis_paths, run_spatial, sibling
 
     inputs = _inputs(args)
     spatial, table, collab = run_spatial(inputs, args.out, _spatial_params(args), _typology_params(args), args.participation,
                                          _community_params(args), args.sector or None, progress(args))
     for note in spatial.notes + (collab.notes if collab else []):
         err(f"note: {note}")
-    print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}")
+    print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}; "
+          f"for GIS: {', '.join(p.name for p in gis_paths(args.out))}")
     _print_types(table)
     return 0
 
@@ -91,7 +96,7 @@ def cmd_report(args) -> int:
     inputs = _inputs(args)
     path = run_report(inputs, args.out, args.area, _specialisation_params(args), args.names, _spatial_params(args), _typology_params(args),
                       args.participation, _community_params(args))
-    print(f"report written to {path} (tables as CSV and maps as PNG beside it)")
+    print(f"report written to {path} (tables as CSV, clusters as GeoJSON and maps as PNG beside it)")
     return 0
 
 
@@ -135,7 +140,9 @@ def _typology_args(p, participation_required=False) -> None:
 
 def _area_args(p) -> None:
     p.add_argument("--area", default=config.AREA,
-                   help=f"area level: lad, ttwa, region, itl, lep, country, district, or any register column (default {config.AREA})")
+                   help="area level: lad, ttwa, region, itl, lep, country, district (postcode district), any register column, "
+                   "or auto: lad when the lookups give nearly every firm with a postcode district a LAD, else district "
+                   f"(default {config.AREA})")
     p.add_argument("--names", help="area code → name lookup (JSON object or code,name CSV), e.g. gss_districts.json")
     p.add_argument("--confidence", type=float, default=config.CONFIDENCE,
                    help=f"confidence level of the LQ interval (default {config.CONFIDENCE:g})")
@@ -150,7 +157,8 @@ def add_parsers(sub) -> None:
 
     p = cl_sub.add_parser("specialisation", help="firm counts, shares and location quotients by area and sector",
                           description="Per area and sector: firms, share, LQ with a confidence interval, and a specialised flag "
-                          "(LQ >= --lq-threshold and at least --min-count firms). Firms that cannot be placed go to OUT.unplaced.csv.")
+                          "(LQ >= --lq-threshold and at least --min-count firms). Every labelled firm not counted in an area goes to "
+                          "OUT.unplaced.csv with its reason.")
     _input_args(p)
     _area_args(p)
     p.add_argument("--out", required=True, help="table to write (.parquet or .csv)")
@@ -159,7 +167,7 @@ def add_parsers(sub) -> None:
     p = cl_sub.add_parser("spatial", help="density clusters of each sector's firms, with centroid, extent, share and LQ",
                           description="Per sector, DBSCAN (or HDBSCAN) on British National Grid metres; clusters below "
                           "--min-cluster-firms are dropped. Writes OUT (clusters, typed when --participation is given), "
-                          "OUT.members (firm → cluster) and OUT.unplaced.csv.")
+                          "OUT.members (firm → cluster), OUT.hulls/.centroids/.members.geojson (WGS84, BNG as attributes) and OUT.unplaced.csv.")
     _input_args(p)
     _spatial_args(p)
     _typology_args(p)
@@ -178,7 +186,7 @@ def add_parsers(sub) -> None:
 
     p = cl_sub.add_parser("report", help="one HTML page with specialisation tables, cluster tables and a PNG map per sector",
                           description="Run specialisation, spatial clustering and (with --participation) communities, and write "
-                          "OUT/index.html, OUT/maps/<sector>.png and the tables as CSV in OUT.")
+                          "OUT/index.html, OUT/maps/<sector>.png, the tables as CSV and the clusters as GeoJSON in OUT.")
     _input_args(p)
     _area_args(p)
     _spatial_args(p)
