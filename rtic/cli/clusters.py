@@ -94,8 +94,10 @@ def cmd_report(args) -> int:
     from rtic.clusters.pipeline import run_report
 
     inputs = _inputs(args)
-    path = run_report(inputs, args.out, args.area, _specialisation_params(args), args.names, _spatial_params(args), _typology_params(args),
+    path, notes = run_report(inputs, args.out, args.area, _specialisation_params(args), args.names, _spatial_params(args), _typology_params(args),
                       args.participation, _community_params(args))
+    for line in notes:
+        err(line)
     print(f"report written to {path} (tables as CSV, clusters as GeoJSON and maps as PNG beside it)")
     return 0
 

@@ -154,7 +154,7 @@ def run_communities(inputs: ClusterInputs, participation, out, params: Community
 
 
 def run_report(inputs: ClusterInputs, out_dir, area: str, spec_params: SpecialisationParams, names_path, spatial_params: SpatialParams,
-               typology: TypologyParams, participation=None, community_params: CommunityParams = CommunityParams()) -> Path:
+               typology: TypologyParams, participation=None, community_params: CommunityParams = CommunityParams()) -> tuple[Path, list[str]]:
     """Specialisation, spatial clusters and (with participation) communities as CSV under out_dir, plus the HTML report and maps."""
     from rtic.clusters.report import write_report
 
@@ -166,4 +166,4 @@ def run_report(inputs: ClusterInputs, out_dir, area: str, spec_params: Specialis
     if participation:
         collab, communities = run_communities(inputs, participation, out_dir / "communities.csv", community_params, typology)
     notes = run.notes + spatial.notes + (collab.notes if collab else [])
-    return write_report(out_dir, inputs, run.table, spatial, clusters, communities, notes)
+    return write_report(out_dir, inputs, run.table, spatial, clusters, communities, notes), notes
