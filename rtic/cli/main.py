@@ -302,18 +302,13 @@ def cmd_explain(args) -> int:
 
 
 def cmd_review_decide(args) -> int:
-    from rtic.explain import read_firm_labels
+    from rtic.review.publish import decision_target
     from rtic.review.store import ReviewStore, check_decision
 
-    version, assigned = args.model_version or "", None
-    if args.labels:
-        rows = read_firm_labels(args.labels, args.firm_id)
-        row = rows[rows["sector_id"] == args.sector_id]
-        if not row.empty:
-            version, assigned = str(row.iloc[0]["model_version"]), bool(row.iloc[0]["assigned"])
-    check_decision(args.decision, assigned)
+    target = decision_target(args.labels, args.firm_id, args.sector_id)  # unknown firm or sector: refused, nothing stored
+    check_decision(args.decision, target.model_assigned)
     store = ReviewStore(_reviews_path(args))
-    d = store.record(args.firm_id, args.sector_id, args.decision, args.reviewer, note=args.note, model_version=version)
+    d = store.record(args.firm_id, args.sector_id, args.decision, args.reviewer, note=args.note, model_version=target.model_version)
     print(f"recorded #{d.id}: {d.firm_id} {d.sector_id} {d.decision} by {d.reviewer} at {d.decided_at} (model version {d.model_version or '?'}) in {store.path}")
     return 0
 
@@ -334,7 +329,8 @@ def cmd_review_publish(args) -> int:
 
     r = publish_file(args.labels, _reviews_path(args), args.out)
     print(f"published {r.n_rows} labels to {r.out}: {r.n_decisions} decisions in force, {r.n_changed} labels changed by review,"
-          f" {r.n_extra} decisions on firm/sector pairs not in {args.labels}")
+          f" {r.n_extra} decisions on firm/sector pairs not in {args.labels}"
+          + (f"; {r.n_unknown} decisions on sectors not in the labels' taxonomy left out" if r.n_unknown else ""))
     return 0
 
 
@@ -664,8 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("decision", choices=["confirm", "reject", "add"], help="confirm: model assigned it and it is right; reject: not in the sector; add: in the sector though the model did not assign it")
     p.add_argument("--reviewer", required=True, help="who decides (stored with the decision)")
     p.add_argument("--note", default="", help="why")
-    p.add_argument("--labels", help="labels Parquet: checks the decision against the model's label and records its model version")
-    p.add_argument("--model-version", help="model version to record when no --labels are given")
+    p.add_argument("--labels", required=True, help="labels Parquet from rtic classify: the firm (or its exceptions row) and the sector must be in it;"
+                   " the decision is checked against the model's label and records its model version")
     reviews_arg(p)
     p.set_defaults(func=cmd_review_decide)
 
