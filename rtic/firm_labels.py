@@ -45,6 +45,20 @@ def read_firm_labels(labels: str | Path, firm_id: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def open_labels_parquet(labels: str | Path, columns: list[str]):
+    """A labels Parquet opened for streaming (pyarrow ParquetFile), checked to have `columns`."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(labels)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise RticError(f"cannot read labels file {labels}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise RticError(f"labels file {labels} has no column {', '.join(map(repr, missing))}: is it the output of `rtic classify`?")
+    return pf
+
+
 def _exception_rows(labels: str | Path):
     """The rows of the exceptions file beside `labels`, streamed; nothing when there is none."""
     path = exceptions_path(labels)
@@ -153,15 +167,7 @@ def export_wide(labels: str | Path, out: str | Path, register: str | Path | None
         raise RticError(f"labels file must be Parquet (the output of rtic classify or rtic review publish), got {labels}")
     if out.suffix.lower() != ".csv":
         raise RticError(f"--out must be a .csv file, got {out}")
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(labels)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise RticError(f"cannot read labels file {labels}: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in WIDE_LABEL_COLUMNS if c not in pf.schema_arrow.names]
-    if missing:
-        raise RticError(f"labels file {labels} has no column {', '.join(map(repr, missing))}: is it the output of `rtic classify`?")
+    pf = open_labels_parquet(labels, WIDE_LABEL_COLUMNS)
     sectors = labels_sector_ids(labels)
     clash = sorted(set(sectors) & set(WIDE_FIRST + WIDE_LAST))
     if clash:

@@ -18,8 +18,6 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import atomic_path
@@ -73,13 +71,9 @@ class IndexSources:
 
 
 def _insert_labels(conn: sqlite3.Connection, labels: Path, progress) -> int:
-    try:
-        pf = pq.ParquetFile(labels)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise RticError(f"cannot read labels file {labels}: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in LABEL_FIELDS if c not in pf.schema_arrow.names]
-    if missing:
-        raise RticError(f"labels file {labels} has no column {', '.join(map(repr, missing))}: is it the output of `rtic classify`?")
+    from rtic.firm_labels import open_labels_parquet
+
+    pf = open_labels_parquet(labels, LABEL_FIELDS)
     total, done, last_firm = pf.metadata.num_rows, 0, None
     for batch in pf.iter_batches(batch_size=200_000, columns=LABEL_FIELDS):
         cols = batch.to_pydict()
