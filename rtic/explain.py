@@ -24,7 +24,7 @@ from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
-from rtic.firm_labels import exceptions_path, find_exception, read_firm_labels  # noqa: F401 (read_firm_labels: used by the CLI)
+from rtic.firm_labels import exceptions_path, find_exception, read_firm_labels
 from rtic.text import FirmText, firm_text
 
 NEAR_MARGIN = 0.1  # a sector within this much probability below its threshold is a near miss
