@@ -28,8 +28,7 @@ def cmd_decide(args) -> int:
     from rtic.review.store import record_decision
 
     path = _reviews_path(args)
-    d = record_decision(path, args.firm_id, args.sector_id, args.decision, args.reviewer, note=args.note, labels=args.labels,
-                        model_version=args.model_version or "")
+    d = record_decision(path, args.firm_id, args.sector_id, args.decision, args.reviewer, labels=args.labels, note=args.note)
     print(f"recorded #{d.id}: {d.firm_id} {d.sector_id} {d.decision} by {d.reviewer} at {d.decided_at} (model version {d.model_version or '?'}) in {Path(path)}")
     return 0
 
@@ -50,7 +49,8 @@ def cmd_publish(args) -> int:
 
     r = publish_file(args.labels, _reviews_path(args), args.out)
     print(f"published {r.n_rows} labels to {r.out}: {r.n_decisions} decisions in force, {r.n_changed} labels changed by review,"
-          f" {r.n_extra} decisions on firm/sector pairs not in {args.labels}")
+          f" {r.n_extra} decisions on firm/sector pairs not in {args.labels}"
+          + (f"; {r.n_unknown} decisions on sectors not in the labels' taxonomy left out" if r.n_unknown else ""))
     return 0
 
 
@@ -112,8 +112,8 @@ def add_parsers(sub) -> None:
                    "sector; add: in the sector though the model did not assign it")
     p.add_argument("--reviewer", required=True, help="who decides (stored with the decision)")
     p.add_argument("--note", default="", help="why")
-    p.add_argument("--labels", help="labels Parquet: checks the decision against the model's label and records its model version")
-    p.add_argument("--model-version", help="model version to record when no --labels are given")
+    p.add_argument("--labels", required=True, help="labels Parquet from rtic classify: the firm (or its exceptions row) and the sector must be in it;"
+                   " the decision is checked against the model's label and records its model version")
     _reviews_arg(p)
     p.set_defaults(func=cmd_decide)
 
