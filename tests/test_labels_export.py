@@ -98,3 +98,18 @@ def test_hostile_firm_text_stays_in_its_cell(review_labels, review_register, tmp
     assert len({len(r) for r in rows}) == 1  # every row as wide as the header
     hostile = next(r for r in rows if r[0] == HOSTILE_ID)
     assert hostile[1] == "<script>alert('name')</script> Solar Ltd"
+
+
+def test_rtic_labels_export_cli(review_labels, review_register, tmp_path, rtic_home):
+    from conftest import run_cli
+
+    out = tmp_path / "wide.csv"
+    res = run_cli("labels", "export", "--labels", str(review_labels), "--register", str(review_register), "--values", "probability",
+                  "--out", str(out), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert "sector cells are probability" in res.stdout
+    wide = read_wide(out)
+    assert len(wide) == pd.read_csv(review_register, dtype=str)["firm_id"].nunique()
+    bad = run_cli("labels", "export", "--labels", str(review_labels), "--values", "maybe", "--out", str(tmp_path / "x.csv"), home=rtic_home)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "values must be one of" in bad.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtic.cli import classify, clusters, crawl, fastpath, label, models, review, taxonomy
+from rtic.cli import classify, clusters, crawl, fastpath, label, labels, models, review, taxonomy
 from rtic.cli.common import err
 from rtic.errors import RticError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_parsers(sub)
     models.add_parsers(sub)
     label.add_parsers(sub)
+    labels.add_parsers(sub)
     fastpath.add_parsers(sub)
     return parser
 
