@@ -299,3 +299,26 @@ def test_two_full_training_runs_log_identical_metrics_quietly(tmp_path, mini_lab
     first, second_run = (r.data.metrics for r in runs)
     assert len(first) > 50 and first == second_run
     assert runs[0].data.params["labels_sha256"] == runs[1].data.params["labels_sha256"]
+
+
+def test_train_if_missing_replaces_a_champion_of_another_taxonomy(tmp_path, mini_labels, settings):
+    """`make demo` after a taxonomy change: the old champion cannot score, so --if-missing trains and promotes a new one."""
+    from rtic.config import Settings
+
+    home = tmp_path / "home"
+    shared_cache = {"RTIC_EMBEDDING_CACHE": str(settings.resolved_embedding_cache)}
+    data = yaml.safe_load(DEFAULT_TAXONOMY.read_text())
+    data["version"] = "1999.1"
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data))
+    first = run_cli("train", "--labels", str(mini_labels), "--cv", "0", "--taxonomy", str(old), home=home, env=shared_cache)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", "--if-missing", "--labels", str(mini_labels), "--cv", "0", "--taxonomy", str(old), home=home, env=shared_cache)
+    assert again.returncode == 0 and "not retraining" in again.stdout
+    now = run_cli("train", "--if-missing", "--labels", str(mini_labels), "--cv", "0", home=home, env=shared_cache)
+    assert now.returncode == 0, now.stderr
+    assert "trained on taxonomy 1999.1" in now.stdout and "set as champion" in now.stdout
+    client = MlflowClient(tracking_uri=Settings(home=home).resolved_tracking_uri)
+    champion = client.get_model_version_by_alias("rtic-sector-classifier", "champion")
+    assert str(champion.version) == "2" and champion.tags["taxonomy_version"] == load_taxonomy().version
+    assert champion.tags["promotion_forced"] == "true"

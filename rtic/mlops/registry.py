@@ -173,3 +173,16 @@ def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:
         return CHAMPION_ALIAS in (MlflowClient().get_registered_model(name).aliases or {})
     except MlflowException:
         return False
+
+
+def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
+    """The taxonomy version the champion was trained on; None when there is no champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    try:
+        mv = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    return mv.tags.get("taxonomy_version") or ""
