@@ -4,6 +4,7 @@ into a training set with provenance (who, when, from which model version)."""
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,8 @@ from rtic.register import read_register
 from rtic.tables import read_table, require_columns, write_atomically
 from rtic.taxonomy import load_taxonomy
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 REVIEW_COLUMNS = ["firm_id", "text", "sector_id", "probability", "threshold", "suggested_sectors", "sectors", "reviewed", "reviewer",
                   "note", "model_name", "model_version", "taxonomy_version", "suggested_at"]
@@ -52,7 +55,7 @@ def pick_uncertain_diverse(proba: np.ndarray, threshold: float, embeddings: np.n
 
 
 def suggest(settings: Settings, register_path, sector_id: str, out, n: int = config.SUGGEST_N, model_uri: str | None = None,
-            exclude_labels=None, progress=print) -> pd.DataFrame:
+            exclude_labels=None) -> pd.DataFrame:
     """Write a review CSV of the n register firms most worth labelling for `sector_id`."""
     from rtic.contracts import assigned_column, probability_column
 
@@ -72,12 +75,12 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = con
         known = set(read_table(exclude_labels, "labels file").get("firm_id", pd.Series(dtype=str)).astype(str).str.strip())
         before = len(firms)
         firms = firms[~firms["firm_id"].isin(known)]
-        progress(f"skipping {before - len(firms)} firm(s) already labelled in {exclude_labels}")
+        log.info(f"skipping {before - len(firms)} firm(s) already labelled in {exclude_labels}")
     if skipped:
-        progress(f"skipping {skipped} firm(s) with no text")
+        log.info(f"skipping {skipped} firm(s) with no text")
     if firms.empty:
         raise RticError(f"register {register_path} has no unlabelled firms with text to suggest")
-    progress(f"scoring {len(firms)} firms with {ref.name} version {ref.version} …")
+    log.info(f"scoring {len(firms)} firms with {ref.name} version {ref.version} …")
     out_frame = model.predict(firms[["firm_id", "text"]].reset_index(drop=True))
     j = classifier.sector_ids.index(sector_id)
     proba = out_frame[probability_column(sector_id)].to_numpy(float)

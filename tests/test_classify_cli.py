@@ -23,6 +23,9 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
     res = run_cli("classify", str(EXAMPLE), "--out", str(out), home=rtic_home)
     assert res.returncode == 0, res.stderr
     assert "firms per sector" in res.stdout
+    # Progress is logged to stderr as plain lines, with the rate and ETA after each chunk.
+    assert "firms from example_register.csv with" in res.stderr and "firms/s, ETA" in res.stderr, res.stderr
+    assert "classifying" not in res.stdout
 
     labels = pd.read_parquet(out)
     assert list(labels.columns)[: len(LABEL_COLUMNS)] == LABEL_COLUMNS
@@ -39,6 +42,14 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
     assert set(exceptions["reason"]) == {"no text"}
     # Every register row is accounted for.
     assert labels["firm_id"].nunique() + len(exceptions) == len(register)
+
+
+@pytest.mark.parametrize("quiet", [["--quiet", "classify"], ["classify", "--quiet"]], ids=["global", "command"])
+def test_quiet_leaves_progress_out_and_the_summary_in(trained, rtic_home, tmp_path, quiet):
+    res = run_cli(*quiet, str(EXAMPLE), "--out", str(tmp_path / "labels.parquet"), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert "firms per sector" in res.stdout
+    assert "classifying" not in res.stderr and "ETA" not in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize(

@@ -18,18 +18,17 @@ from rtic.mlops.lifecycle import compare, list_versions, promote, show_version
 from rtic.taxonomy import load_taxonomy
 from rtic.model.training import evaluate, train
 
-QUIET = dict(progress=lambda *_: None)
 
 
 @pytest.fixture(scope="session")
 def second(settings, mini_labels, trained):
     """A second version, trained on the same labels with other settings (no outer CV, to stay quick)."""
-    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0, **QUIET)
+    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0)
 
 
 @pytest.fixture(scope="session")
 def evaluated(settings, mini_labels, trained, second):
-    return {v: evaluate(settings, mini_labels, model_uri=f"models:/{MODEL_NAME}/{v}", eval_set="mini", **QUIET)
+    return {v: evaluate(settings, mini_labels, model_uri=f"models:/{MODEL_NAME}/{v}", eval_set="mini")
             for v in (trained.version, second.version)}
 
 
@@ -77,7 +76,7 @@ def test_evaluate_refuses_a_taxonomy_of_another_version(trained, settings, mini_
     other = tmp_path / "old.yaml"
     other.write_text(yaml.safe_dump(data))
     with pytest.raises(RticError, match="trained on taxonomy"):
-        evaluate(settings, mini_labels, taxonomy_path=other, **QUIET)
+        evaluate(settings, mini_labels, taxonomy_path=other)
 
 
 def test_models_list_show_compare(settings, trained, second, evaluated):
@@ -170,7 +169,7 @@ def test_pick_uncertain_diverse_prefers_the_threshold_and_skips_duplicates():
 def test_suggest_then_import_with_provenance(settings, trained, mini_labels, tmp_path):
     register = REPO_ROOT / "rtic" / "data" / "example_register.csv"
     review = tmp_path / "review.csv"
-    frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels, **QUIET)
+    frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels)
     assert len(frame) == 6 and frame["firm_id"].is_unique
     assert set(frame["model_version"]) == {trained.version}
     labelled = set(pd.read_csv(mini_labels, dtype=str)["firm_id"])
@@ -237,7 +236,7 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     with pytest.raises(RticError, match="quantum"):
         read_labels(labels, old)
     model = train(settings, labels_path=labels, taxonomy_path=result.taxonomy_path, name="rtic-quantum-test", cv=0,
-                  description_prior=True, **QUIET)
+                  description_prior=True)
     assert model.taxonomy_version == new.version
     pyfunc = registry.load(registry.resolve("models:/rtic-quantum-test/1", settings), settings)
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",

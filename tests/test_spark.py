@@ -52,7 +52,7 @@ def malformed(trained, settings, tmp_path_factory):
     folder = tmp_path_factory.mktemp("spark")
     register = folder / "register.csv"
     register.write_bytes(MALFORMED)
-    return register, classify_register(register, folder / "local.parquet", settings, chunk_rows=3, progress=lambda *_: None)
+    return register, classify_register(register, folder / "local.parquet", settings, chunk_rows=3)
 
 
 def test_spark_engine_equals_local_engine(malformed, rtic_home, tmp_path):
@@ -137,7 +137,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     frame = frame[~frame["firm_id"].isin(["A7", "A8"])]  # Parquet has no malformed rows or bad bytes
     register = tmp_path / "register.parquet"
     frame.to_parquet(register, index=False)
-    local = classify_register(register, tmp_path / "local.parquet", settings, chunk_rows=4, progress=lambda *_: None)
+    local = classify_register(register, tmp_path / "local.parquet", settings, chunk_rows=4)
     out = tmp_path / "submitted.parquet"
     launcher = subprocess.run([sys.executable, "-m", "rtic.score.spark_submit"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     assert launcher.endswith("spark_submit.py")

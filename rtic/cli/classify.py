@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress, quiet_arg
+from rtic.cli.common import quiet_arg
 from rtic.config import Settings
 from rtic.errors import RticError
 
@@ -23,7 +23,7 @@ def cmd_classify(args) -> int:
         if local_only:
             raise RticError(f"{', '.join(local_only)}: local engine only (Spark runs the registered model on every firm); drop it or use --engine local")
         result = classify_spark(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
-                                master=args.spark_master, progress=progress(args))
+                                master=args.spark_master)
     else:
         if args.spark_master:
             raise RticError("--spark-master needs --engine spark")
@@ -31,7 +31,7 @@ def cmd_classify(args) -> int:
         from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store) if args.store else None
-        result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=progress(args),
+        result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
                                    chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_margin=args.fast_margin,
                                    fast_agreement=args.fast_agreement, source=source)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")

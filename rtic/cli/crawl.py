@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import err, quiet_arg
+from rtic.cli.common import quiet_arg
 
 
 def cmd_crawl(args) -> int:
@@ -16,7 +16,7 @@ def cmd_crawl(args) -> int:
                            max_site_bytes=args.max_site_bytes, retries=args.retries, backoff=args.backoff, contact_url=args.contact,
                            recrawl_after=parse_duration(args.recrawl_after) if args.recrawl_after else None, workers=args.workers,
                            fetch=fetch)
-    s = crawl(args.register, args.store, options, progress_out=None if args.quiet else err)
+    s = crawl(args.register, args.store, options)
     rate = s.pages / s.seconds if s.seconds else 0.0
     print(f"{s.sites} sites: {s.crawled} crawled now, {s.skipped} already done; {s.pages} pages in {s.seconds:.1f}s ({rate:.1f} pages/s)")
     print("verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=lambda kv: -kv[1])) or "none"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress
 from rtic.config import Settings
 
 
@@ -13,7 +12,7 @@ def cmd_build(args) -> int:
 
     source = CrawlStoreText(args.store) if args.store else None
     table, head, head_path = build_fast_path(Settings.from_env(), model_uri=args.model, register=args.register, sample=args.sample, source=source,
-                                             force=args.force, progress=progress(args))
+                                             force=args.force)
     print(f"static embedding model: {table}")
     if head is None:
         print("no registered model yet: the fast head is built for a model by `rtic fastpath build` or the first `rtic classify --fast`")

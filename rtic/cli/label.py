@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress
 from rtic.config import Settings
 
 
 def cmd_suggest(args) -> int:
     from rtic.active import suggest
 
-    result = suggest(Settings.from_env(), args.register, args.sector, args.out, n=args.n, model_uri=args.model, exclude_labels=args.labels,
-                     progress=progress(args))
+    result = suggest(Settings.from_env(), args.register, args.sector, args.out, n=args.n, model_uri=args.model, exclude_labels=args.labels)
     print(f"{len(result)} firms to review for {args.sector} written to {args.out}: correct the `sectors` column, "
           f"set `reviewed` to yes, then `rtic label import {args.out} --into LABELS`")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import err, progress, table
+from rtic.cli.common import err, table
 from rtic.config import MODEL_NAME, Settings
 from rtic.errors import RticError
 
@@ -48,7 +48,7 @@ def cmd_evaluate(args) -> int:
     from rtic.model.training import evaluate
 
     result = evaluate(Settings.from_env(), args.labels, model_uri=args.model, taxonomy_path=args.taxonomy, eval_set=args.eval_set,
-                      ignore_unknown=args.ignore_unknown, progress=progress(args))
+                      ignore_unknown=args.ignore_unknown)
     print(table(result.report, ["sector_id", "support", "predicted", "precision", "recall", "f1", "pr_auc", "ece", "precision_at_expected"]))
     print(f"\nevaluated {result.model.name} version {result.model.version} on '{result.eval_set}'; run {result.run_id}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -33,6 +34,9 @@ from rtic.crawl.store import Store, page_html
 from rtic.errors import RticError
 from rtic.register import read_register
 from rtic import config
+from rtic.progress import rate_eta
+
+log = logging.getLogger(__name__)
 
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least the first 500 KiB; a longer file is cut there, not ignored
 ROBOTS_MAX_AGE = 24 * 3600.0
@@ -131,8 +135,10 @@ class Politeness:
 
 
 class Progress:
-    def __init__(self, total: int, already: int, out, every: float = 5.0):
-        self.total, self.done, self.out, self.every = total, already, out, every
+    """The crawl's counts, and a line on the log at most every `every` seconds."""
+
+    def __init__(self, total: int, already: int, every: float = 5.0):
+        self.total, self.done, self.every = total, already, every
         self.already = already
         self.pages = 0
         self.errors: Counter = Counter()
@@ -142,16 +148,14 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate_sites = (self.done - self.already) / elapsed
-        eta = (self.total - self.done) / rate_sites if rate_sites > 0 else float("nan")
         errors = ", ".join(f"{k} {v}" for k, v in self.errors.most_common(6)) or "none"
-        eta_text = "?" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
-        return f"sites {self.done}/{self.total}, {self.pages} pages ({self.pages / elapsed:.1f}/s), errors: {errors}, ETA {eta_text}"
+        sites = rate_eta(self.done - self.already, elapsed, self.total - self.done, "sites")
+        return f"sites {self.done}/{self.total}, {self.pages} pages ({self.pages / elapsed:.1f}/s), errors: {errors}, {sites}"
 
     def tick(self, force: bool = False) -> None:
-        if self.out and (force or time.monotonic() - self.last >= self.every):
+        if log.isEnabledFor(logging.INFO) and (force or time.monotonic() - self.last >= self.every):
             self.last = time.monotonic()
-            self.out(self.line())
+            log.info(self.line())
 
 
 @dataclass
@@ -419,7 +423,7 @@ async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progres
     return verdicts
 
 
-def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptions | None = None, progress_out=None) -> CrawlSummary:
+def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptions | None = None) -> CrawlSummary:
     """Crawl every firm's website in the register into the store; safe to kill and re-run."""
     options = options or CrawlOptions()
     firms = register_firms(register_path)
@@ -427,10 +431,9 @@ def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptio
     try:
         store.add_sites([(f["firm_id"], f.get("website", ""), siteinfo.website_url(f.get("website", ""))) for f in firms])
         done_before = sum(1 for f in firms if _finished(store, f, options))
-        progress = Progress(len(firms), done_before, progress_out)
-        if progress_out:
-            progress_out(f"crawling {len(firms) - done_before} of {len(firms)} sites ({done_before} already done) into {store_path}; "
-                         f"{options.concurrency} at a time, {options.delay:g}s between requests to one host")
+        progress = Progress(len(firms), done_before)
+        log.info(f"crawling {len(firms) - done_before} of {len(firms)} sites ({done_before} already done) into {store_path}; "
+                 f"{options.concurrency} at a time, {options.delay:g}s between requests to one host")
         started = time.monotonic()
         verdicts = asyncio.run(_crawl(firms, store, options, progress))
         progress.tick(force=True)

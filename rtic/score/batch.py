@@ -13,6 +13,7 @@ Where firm text comes from is a `rtic.text.TextSource`: the register's own `text
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,13 @@ from rtic.contracts import (EXCEPTION_COLUMNS, LABEL_COLUMNS, OUTPUT_COLUMNS, as
                             sibling_path, taxonomy_mismatch)
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
+from rtic.progress import rate_eta
 from rtic.register import estimate_rows, register_columns, stream_register
 from rtic.tables import atomic_path, require_columns, select_in, write_atomically
 from rtic.taxonomy import load_taxonomy
 from rtic.text import RegisterText, TextSource
+
+log = logging.getLogger(__name__)
 
 RUN_FORMAT = 2  # 2: parts hold carried rows in input order; seen ids and --since index in SQLite
 
@@ -192,13 +196,6 @@ def in_input_order(labels: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the run ------------------------------------------------------------------------------------------
-def _format_eta(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, engine_key: dict, since: Path | None, source: TextSource) -> dict:
     stat = register_path.stat()
     return {
@@ -235,7 +232,6 @@ def classify_register(
     model_uri: str | None = None,
     taxonomy_path: str | Path | None = None,
     batch_size: int = 512,
-    progress=print,
     chunk_rows: int | None = None,
     since: str | Path | None = None,
     restart: bool = False,
@@ -277,7 +273,7 @@ def classify_register(
     if fast:
         from rtic.score.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement, progress=progress)
+        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
@@ -287,7 +283,7 @@ def classify_register(
     previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
     total, exact = estimate_rows(register_path)
-    progress(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
+    log.info(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
              f"(taxonomy {model_taxonomy}; {'fast path' if fast else 'transformer'}; chunks of {chunk_rows:,}; text from {source.describe()})"
              + (f"; resuming from {parts}" if resumed else ""))
 
@@ -302,11 +298,9 @@ def classify_register(
             done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
             fresh_records += chunk.records
         _add_counts(counts, done)
-        elapsed = time.monotonic() - started
-        rate = fresh_records / elapsed if elapsed > 0 else 0.0
         left = max(total - counts["records"], 0)
-        progress(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
-                 f"{rate:,.0f} firms/s, ETA {_format_eta(left / rate) if rate else '?'}"
+        log.info(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
+                 f"{rate_eta(fresh_records, time.monotonic() - started, left, 'firms')}"
                  + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
 
     if previous is not None:

@@ -12,6 +12,7 @@ engine's.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
@@ -27,6 +28,8 @@ from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, register_colu
 from rtic.score.spark_register import read_csv_records
 from rtic.tables import PARQUET_SUFFIXES
 from rtic.taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
 
 
 def spark_session(master: str | None = None, app: str = "rtic-classify"):
@@ -91,7 +94,6 @@ def classify_spark(
     taxonomy_path: str | Path | None = None,
     master: str | None = None,
     spark=None,
-    progress=print,
 ) -> ClassifyResult:
     import mlflow.pyfunc
     from pyspark import StorageLevel
@@ -113,7 +115,7 @@ def classify_spark(
         raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", model_taxonomy, load_taxonomy(taxonomy_path).version, str(taxonomy_path)))
     spark = spark or spark_session(master)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    progress(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
+    log.info(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
 
     df = read_register_spark(spark, register_path, columns)
     # First row wins among well-formed rows with an id, as in the local reader.
