@@ -202,7 +202,7 @@ def train(
             "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
             "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
-            "second_stage": classifier.stack or "none", "neighbours": classifier.neighbours,
+            "second_stage": classifier.stack or "none", "neighbours": classifier.neighbours, "max_ordinary_rate": classifier.max_ordinary_rate,
         })
         # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
         metrics = {**report_metrics(oof_report, prefix="oof_"), **report_metrics(report, prefix=prefix), **report_metrics(report)}
