@@ -25,7 +25,7 @@ KEY_METRICS = ("macro_f1", "micro_f1", "macro_pr_auc", "macro_ece")
 def _client(settings: Settings):
     from mlflow import MlflowClient
 
-    registry.configure(settings)
+    registry.configure(settings, read_only=True)
     return MlflowClient()
 
 
@@ -83,7 +83,7 @@ def evaluation_runs(settings: Settings, name: str, version: str, eval_set: str |
     """Evaluation runs of one version (optionally on one set), newest first."""
     import mlflow
 
-    registry.configure(settings)
+    registry.configure(settings, read_only=True)
     query = f"tags.`rtic.task` = 'evaluate' and tags.`rtic.model_name` = '{name}' and tags.`rtic.model_version` = '{version}'"
     if eval_set:
         query += f" and tags.`rtic.eval_set` = '{eval_set}'"
