@@ -36,7 +36,7 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
 
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str)
     assert set(exceptions["firm_id"]) == {"EX018", "EX020"}
-    assert set(exceptions["reason"]) == {"no text"}
+    assert set(exceptions["reason"]) == {"no_text"}
     # Every register row is accounted for.
     assert labels["firm_id"].nunique() + len(exceptions) == len(register)
 
@@ -107,4 +107,4 @@ def test_row_level_problems_are_exceptions_not_errors(trained, rtic_home, tmp_pa
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(out)["firm_id"]) == {"1", "3"}
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str)
-    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["1", "3", "duplicate firm_id"], ["2", "4", "bad encoding"]]
+    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["1", "3", "duplicate_id"], ["2", "4", "bad_encoding"]]

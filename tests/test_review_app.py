@@ -83,7 +83,7 @@ def test_api_search_and_firm(server, review_labels):
     assert firm["evidence"] and all(s["text"] in firm["text"] for ev in firm["evidence"] for s in ev["sentences"])
     assert request(base + "/api/firm/NOPE")[0] == 404
     _, _, body = request(base + "/api/firm/EX018")  # no text in the register: listed with rtic classify's reason
-    assert json.loads(body)["not_classified"] == "no text" and json.loads(body)["labels"] == []
+    assert json.loads(body)["not_classified"] == "no_text" and json.loads(body)["labels"] == []
     assert request(base + "/firm/NOPE")[0] == 404
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.contracts import (EXCEPTION_COLUMNS, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
+from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
                             sibling_path, taxonomy_mismatch)
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
@@ -96,7 +96,7 @@ def predict_guarded(predict: Callable[[pd.DataFrame], pd.DataFrame], frame: pd.D
             try:
                 good.append(predict(one))
             except Exception as exc:  # noqa: BLE001
-                errors.append({"firm_id": one["firm_id"][0], "line": one["line"][0], "reason": "error", "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+                errors.append({"firm_id": one["firm_id"][0], "line": one["line"][0], "reason": SCORING_ERROR, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
         preds = pd.concat(good, ignore_index=True) if good else None
         return preds, pd.DataFrame(errors, columns=EXCEPTION_COLUMNS)
 

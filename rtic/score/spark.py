@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rtic.mlops import registry
-from rtic.contracts import DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS, taxonomy_mismatch
+from rtic.contracts import (DUPLICATE_ID, EMPTY_ID, EMPTY_TEXT_DETAIL, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS, REASONS,
+                            taxonomy_mismatch)
 from rtic.score.batch import ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
@@ -130,8 +131,8 @@ def classify_spark(
     detail = (F.when(F.col("_reason").isNotNull(), F.col("_detail"))
               .when(F.col("firm_id") == "", F.lit(EMPTY_ID[1]))
               .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[1]))
-              .when(empty_text & no_site, F.lit("register row has no website and no text"))
-              .otherwise(F.lit("register row has an empty text column")))
+              .when(empty_text & no_site, F.lit(REASONS[NO_WEBSITE]))
+              .otherwise(F.lit(EMPTY_TEXT_DETAIL)))
     df = df.withColumn("reason", reason).withColumn("detail", detail).select("firm_id", "line", "text", "reason", "detail").cache()
 
     udf = mlflow.pyfunc.spark_udf(
