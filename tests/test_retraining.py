@@ -21,10 +21,25 @@ from rtic.model.training import evaluate, train
 QUIET = dict(progress=lambda *_: None)
 
 
+SECOND_PROGRESS = []  # (message, id of the MLflow run active when it was shown) while `second` trained
+
+
 @pytest.fixture(scope="session")
 def second(settings, mini_labels, trained):
     """A second version, trained on the same labels with other settings (no outer CV, to stay quick)."""
-    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0, **QUIET)
+    import mlflow
+
+    def progress(message):
+        active = mlflow.active_run()
+        SECOND_PROGRESS.append((message, active.info.run_id if active else None))
+
+    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0, progress=progress)
+
+
+def test_training_run_is_open_while_the_work_is_done(second):
+    # Embedding and fitting happen inside the run, so MLflow's duration is the training time, not the logging time.
+    during = {m.split(" ")[0]: run_id for m, run_id in SECOND_PROGRESS}
+    assert during["embedding"] == during["fitting"] == second.run_id
 
 
 @pytest.fixture(scope="session")
@@ -80,16 +95,29 @@ def test_evaluate_refuses_a_taxonomy_of_another_version(trained, settings, mini_
         evaluate(settings, mini_labels, taxonomy_path=other, **QUIET)
 
 
-def test_models_list_show_compare(settings, trained, second, evaluated):
+def test_models_list_show_compare(settings, trained, second, evaluated, mini_labels):
     table = list_versions(settings)
     assert list(table["version"][:2]) == [int(second.version), int(trained.version)]
     assert "champion" in table.set_index("version").loc[int(trained.version), "aliases"]
     assert table["macro_f1"].notna().all()
+    # Each headline figure says which labels it is on; evaluations on a named set sit beside them.
+    rows = table.set_index("version")
+    assert rows.loc[int(trained.version), "figures_on"].startswith(f"cross-validation on {mini_labels.name}")
+    assert rows.loc[int(second.version), "figures_on"].startswith(f"out-of-fold (optimistic) on {mini_labels.name}")
+    for v in (trained.version, second.version):
+        assert rows.loc[int(v), "macro_f1@mini"] == pytest.approx(evaluated[v].report.set_index("sector_id").loc["macro", "f1"])
+    # Registered model and versions say what they are and what they were trained on.
+    client = MlflowClient(registry.configure(settings))
+    assert "sector classifier" in client.get_registered_model(MODEL_NAME).description
+    description = client.get_model_version(MODEL_NAME, trained.version).description
+    assert mini_labels.name in description and load_taxonomy().version in description and "cross-validation" in description
     info = show_version(settings, trained.version)
     assert info["aliases"] == ["champion"] and info["params"]["cv_folds"] == "5"
     assert [e["eval_set"] for e in info["evaluations"]] == ["mini"]
     side = compare(settings, trained.version, second.version, eval_set="mini").set_index("sector_id")
     assert f"f1_v{trained.version}" in side.columns and f"f1_v{second.version}" in side.columns
+    assert list(side.index) == load_taxonomy().sector_ids + ["macro", "micro"]
+    assert list(compare(settings, trained.version, second.version)["sector_id"]) == load_taxonomy().sector_ids + ["macro", "micro"]
     assert side.loc["macro", "f1_change"] == pytest.approx(
         evaluated[second.version].report.set_index("sector_id").loc["macro", "f1"]
         - evaluated[trained.version].report.set_index("sector_id").loc["macro", "f1"])
@@ -154,7 +182,11 @@ def test_empty_texts_and_rare_sectors_are_reported(tmp_path):
     firms = read_labels(path, load_taxonomy())
     assert firms.firm_ids == ["2", "3"]
     assert any("empty text" in w and "1" in w for w in firms.warnings)
-    assert any("fewer than 5 positive" in w and "fintech" in w for w in firms.warnings)
+    assert any("fewer than 5 positive" in w and "fintech" in w and "fixed threshold" in w for w in firms.warnings)
+    # Scoring a model on these firms tunes nothing: the warning says what few positives mean for the figures.
+    scored = read_labels(path, load_taxonomy(), training=False)
+    assert any("fewer than 5 positive" in w and "fintech" in w for w in scored.warnings)
+    assert not any("threshold" in w for w in scored.warnings)
 
 
 # -- active learning ---------------------------------------------------------------------------------
