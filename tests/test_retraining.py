@@ -205,6 +205,11 @@ def test_suggest_then_import_with_provenance(settings, trained, mini_labels, tmp
     frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels, **QUIET)
     assert len(frame) == 6 and frame["firm_id"].is_unique
     assert set(frame["model_version"]) == {trained.version}
+    # The reviewer can find each firm: its name and website from the register sit beside its text.
+    names = pd.read_csv(register, dtype=str, keep_default_na=False).set_index("firm_id")
+    written = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert list(written.columns[:4]) == ["firm_id", "name", "website", "text"]
+    assert written["name"].tolist() == names.loc[written["firm_id"], "name"].tolist() and written["name"].str.strip().all()
     labelled = set(pd.read_csv(mini_labels, dtype=str)["firm_id"])
     assert not set(frame["firm_id"]) & labelled
     # A reviewer confirms three rows (one relabelled to fintech|ai_data) and leaves the rest.
@@ -263,6 +268,8 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     new = load_taxonomy(result.taxonomy_path)
     assert new.version == bump_version(old.version) != old.version and new.sector_ids == old.sector_ids + ["quantum"]
     assert result.seeds_added == len(QUANTUM_SEEDS)
+    # Ten seed firms: the hint names the flags the README recommends for few seeds.
+    assert result.message.endswith(f"Next: rtic train --labels {labels} --taxonomy {result.taxonomy_path} --description-prior --features embedding")
     with pytest.raises(RticError, match="already has"):
         add_sector(result.taxonomy_path, tmp_path / "t2.yaml", "quantum", "Q", "Q.", seeds, labels)
     # The old taxonomy no longer accepts the labels; the new one trains a model that knows the sector.
@@ -275,6 +282,23 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",
                                                 "We bake sourdough bread for cafes in Leeds."]}))
     assert out["quantum__probability"][0] > 0.5 > out["quantum__probability"][1]
+    # Suggest with that model, then import without --taxonomy: the file records the new taxonomy version, and the
+    # suggesting model knows its sectors, so the new sector is accepted (the bundled taxonomy would refuse it).
+    register = tmp_path / "register.csv"
+    pd.DataFrame({"firm_id": ["r1", "r2", "r3"], "name": ["Qubit Works", "Loaf Ltd", "Ion Trap Co"], "website": ["q.example", "", "i.example"],
+                  "text": ["Trapped-ion quantum computers for research labs.", "We bake sourdough bread for cafes in Leeds.",
+                           "Quantum key distribution systems for banks."]}).to_csv(register, index=False)
+    review = tmp_path / "review.csv"
+    suggest(settings, register, "quantum", review, n=2, model_uri="models:/rtic-quantum-test/1", **QUIET)
+    edited = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert set(edited["taxonomy_version"]) == {new.version}
+    edited["reviewed"], edited["sectors"] = "yes", "quantum"
+    edited.to_csv(review, index=False)
+    with pytest.raises(RticError, match=f"records taxonomy {new.version}.*--taxonomy"):
+        import_reviews(review, labels, out=tmp_path / "none.csv")  # no registry to ask: one line saying what to pass
+    summary = import_reviews(review, labels, out=tmp_path / "merged.csv", reviewer="alice", settings=settings)
+    assert summary.added == 2
+    assert read_labels(tmp_path / "merged.csv", new).Y[:, new.sector_ids.index("quantum")].sum() == len(QUANTUM_SEEDS) + 2
 
 
 def test_sample_few_shot_gives_each_sector_k_positives():
