@@ -17,7 +17,7 @@ import pandas as pd
 
 from rtic.contracts import DUPLICATE_ID_CODE, EMPTY_ID_CODE, NO_WEBSITE
 from rtic.errors import RticError
-from rtic.tables import read_table
+from rtic.tables import read_table, write_atomically
 
 ID_HEADERS = ("firm_id", "CompanyNumber", "company_number")
 UNMATCHED = "no_such_firm"  # a websites row whose id is not in the register
@@ -90,10 +90,9 @@ class Websites:
         return line
 
     def write_report(self, path: Path) -> Path | None:
-        """Write the unused rows to `path` (CSV); None (and nothing written) when every row was used."""
-        from rtic.tables import write_atomically
-
+        """Write the unused rows to `path` (CSV); None when every row was used (and a report left by an earlier run is removed)."""
         report = self.unmatched()
         if report.empty:
+            Path(path).unlink(missing_ok=True)
             return None
         return write_atomically(report, path)

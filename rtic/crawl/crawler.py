@@ -491,7 +491,12 @@ def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptio
         raise RticError(f"register {register_path} has no usable rows to crawl (see the reasons in {sibling_path(store_path, '.exceptions.csv')})")
     store = Store(store_path)
     try:
-        problems_path = write_atomically(bad, sibling_path(store_path, ".exceptions.csv")) if len(bad) else None
+        problems_path = sibling_path(store_path, ".exceptions.csv")
+        if len(bad):
+            write_atomically(bad, problems_path)
+        else:  # a list left by an earlier run of another register would mislead
+            problems_path.unlink(missing_ok=True)
+            problems_path = None
         websites_report = sites_file.write_report(sibling_path(store_path, ".unmatched-websites.csv")) if sites_file else None
         store.add_sites([(f["firm_id"], f.get("website", ""), siteinfo.website_url(f.get("website", ""))) for f in firms])
         done_before = sum(1 for f in firms if _finished(store, f, options))
