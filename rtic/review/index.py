@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import atomic_path
+from rtic import config
 
 INDEX_VERSION = "1"
-DEFAULT_MARGIN = 0.1
+DEFAULT_MARGIN = config.REVIEW_MARGIN
 LABEL_FIELDS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
 
 SCHEMA = """

@@ -159,6 +159,26 @@ def check_decision(decision: str, model_assigned: bool | None) -> None:
         raise RticError("the model already assigned this sector: use 'confirm' to agree with it")
 
 
+def record_decision(reviews: str | Path, firm_id: str, sector_id: str, decision: str, reviewer: str, note: str = "",
+                    labels=None, model_version: str = "") -> Decision:
+    """Record a decision in the reviews database `reviews`, checked first against the model's label in `labels`
+    (a labels Parquet) and carrying its model version when the firm/sector pair is there; else `model_version`."""
+    assigned = None
+    if labels:
+        from rtic.explain import read_firm_labels
+
+        rows = read_firm_labels(labels, firm_id)
+        row = rows[rows["sector_id"] == sector_id]
+        if not row.empty:
+            model_version, assigned = str(row.iloc[0]["model_version"]), bool(row.iloc[0]["assigned"])
+    check_decision(decision, assigned)
+    store = ReviewStore(reviews)
+    try:
+        return store.record(firm_id, sector_id, decision, reviewer, note=note, model_version=model_version or "")
+    finally:
+        store.close()
+
+
 def publish(labels: pd.DataFrame, decisions: dict[tuple[str, str], Decision]) -> pd.DataFrame:
     """Model labels with the decisions in force applied.
 
