@@ -66,6 +66,10 @@ def test_spark_engine_equals_local_engine(malformed, rtic_home, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "firms per sector" in res.stdout and "11 firms in register: 5 classified, 6 not classified" in res.stdout
     assert_same_output(out, local)
+    # Progress is one line per stage: no stage bars, no pandas-version warnings, no Spark WARN/INFO lines.
+    assert [l.split(":")[0] for l in res.stderr.splitlines() if l.startswith("stage ")] == [f"stage {k}/4" for k in range(1, 5)]
+    assert "does not yet fully support pandas" not in res.stderr and "[Stage" not in res.stderr
+    assert not [l for l in res.stderr.splitlines() if " WARN " in l or " INFO " in l], res.stderr
 
 
 # -- the Spark engine's CSV reader, its pure-Python parts: records and line numbers from split lines --------
