@@ -105,8 +105,8 @@ class Settings:
     def where(self) -> str:
         """The registry in words, naming the variables that move it (for 'not found' errors)."""
         if self.tracking_uri:
-            return f"registry {self.tracking_uri} (MLFLOW_TRACKING_URI)"
-        return f"registry {self.resolved_tracking_uri} (RTIC_HOME={self.home}; set RTIC_HOME or MLFLOW_TRACKING_URI to use another)"
+            return f"{self.tracking_uri} (MLFLOW_TRACKING_URI)"
+        return f"{self.resolved_tracking_uri} (RTIC_HOME={self.home}; set RTIC_HOME or MLFLOW_TRACKING_URI to use another)"
 
     @property
     def artifact_root(self) -> Path:

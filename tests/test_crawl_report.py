@@ -79,7 +79,7 @@ def test_expected_404s_are_not_errors_and_a_resumed_crawl_still_has_verdicts(far
     s = crawl(register, tmp_path / "crawl.db", options())
     assert s.errors == {} and s.missing == {"robots.txt": 1, "link": 1}
     lines = s.lines()
-    assert "errors: none" in lines and "expected 404s, not errors: 1 link, 1 robots.txt" in lines
+    assert "errors: none" in lines and "expected 404s, not errors: link 1, robots.txt 1" in lines
     assert "verdicts (this run): dead 1 (no_website 1), ok 1" in lines
 
     again = crawl(register, tmp_path / "crawl.db", options())

@@ -202,10 +202,10 @@ class CrawlSummary:
         out.append(f"verdicts ({'all sites in the store' if self.skipped else 'this run'}): " + (", ".join(shown) or "none"))
         out.append("errors: " + (counted(self.errors) or "none"))
         if self.missing:
-            out.append("expected 404s, not errors: " + ", ".join(f"{v} {k}" + ("s" if v != 1 else "") for k, v in sorted(self.missing.items())))
+            out.append("expected 404s, not errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.missing.items())))
         unsafe = self.dead_causes.get("unsafe", 0) or self.errors.get("unsafe", 0)
         if unsafe and not self.allow_private:
-            example = f" (e.g. {self.examples['unsafe']})" if "unsafe" in self.examples else ""
+            example = f" (e.g. {self.examples['unsafe'].split(' (')[0]})" if self.examples.get("unsafe") else ""
             out.append(f"note: {unsafe} site(s) resolve to private, loopback or reserved addresses{example}, which the crawler refuses "
                        "so that a register cannot point it at internal machines; for a local test farm add --allow-private")
         out.append(f"store: {self.store}")

@@ -214,7 +214,7 @@ def ui_command(settings: Settings, port: int = config.UI_PORT) -> list[str]:
     import sys
 
     if settings.registry_missing:  # `mlflow ui` would create an empty registry there
-        raise RticError(f"no model registry: {settings.where()} has none yet; train one with `rtic train` (or `make demo`)")
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     uri = settings.resolved_tracking_uri
     cmd = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     if uri.startswith("sqlite:"):

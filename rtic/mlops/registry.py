@@ -54,7 +54,7 @@ def configure(settings: Settings, read_only: bool = False) -> str:
     import mlflow
 
     if read_only and settings.registry_missing:
-        raise RticError(f"no model registry: {settings.where()} has none yet; train one with `rtic train` (or `make demo`)")
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     quiet_mlflow()
     uri = settings.resolved_tracking_uri
     if uri.startswith("sqlite:///"):
@@ -98,7 +98,7 @@ def resolve(model_uri: str | None, settings: Settings) -> ModelRef:
                 mv = client.get_model_version(name, version)
             return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=str(mv.version), taxonomy_version=mv.tags.get("taxonomy_version"))
     except MlflowException:
-        raise RticError(f"model {uri} not found in {settings.where()}: {hint}") from None
+        raise RticError(f"model {uri} not found in registry {settings.where()}: {hint}") from None
     # runs:/… or a local path: not registered, so the URI itself is the version.
     return ModelRef(uri=uri, name=uri, version=uri)
 
