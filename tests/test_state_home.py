@@ -21,6 +21,7 @@ def test_default_home_is_the_checkouts_models_folder_from_any_folder(tmp_path, m
 def test_relative_rtic_home_is_fixed_when_read(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RTIC_HOME", "state")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri in an earlier test sets it
     settings = Settings.from_env()
     monkeypatch.chdir(REPO_ROOT)
     assert settings.home == tmp_path / "state"
