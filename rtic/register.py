@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from rtic.contracts import DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW
+from rtic.contracts import BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW, REASONS
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns, select_in
 from rtic import config
@@ -138,7 +138,7 @@ def check_record(row: list[str], width: int, id_at: int | None, line: int) -> di
     if len(row) != width:
         return {"firm_id": _id_of(row, id_at), "line": line, "reason": MALFORMED_ROW, "detail": f"expected {width} fields, found {len(row)}"}
     if any(_has_bad_bytes(v) for v in row):
-        return {"firm_id": _id_of(row, id_at), "line": line, "reason": "bad encoding", "detail": "row is not valid UTF-8"}
+        return {"firm_id": _id_of(row, id_at), "line": line, "reason": BAD_ENCODING, "detail": REASONS[BAD_ENCODING]}
     return None
 
 

@@ -50,7 +50,7 @@ def test_stream_register_reports_bad_rows_with_lines(tmp_path):
     bad = pd.concat([c.bad for c in chunks])
     assert rows[["firm_id", "line"]].values.tolist() == [["A", 2], ["D", 8]]
     assert bad[["firm_id", "line", "reason"]].values.tolist() == [
-        ["B", 3, "malformed row"], ["", 4, "empty firm_id"], ["A", 6, "duplicate firm_id"], ["C", 7, "bad encoding"]]
+        ["B", 3, "malformed_row"], ["", 4, "empty_id"], ["A", 6, "duplicate_id"], ["C", 7, "bad_encoding"]]
     assert "expected 3 fields, found 5" in bad["detail"].iloc[0]
 
 
@@ -67,10 +67,10 @@ def test_every_firm_accounted_for_and_summary_reconciles(trained, settings, tmp_
     assert result.n_input == data_rows == labels["firm_id"].nunique() + len(exceptions)
     assert result.n_classified == labels["firm_id"].nunique() and result.n_exceptions == len(exceptions)
     reasons = dict(zip(exceptions["firm_id"] + "@" + exceptions["line"], exceptions["reason"]))
-    assert reasons["EX001@22"] == "duplicate firm_id"
-    assert reasons["EX900@23"] == "malformed row"
-    assert reasons["EX901@24"] == "no website" and reasons["EX018@19"] == "no website"
-    assert reasons["EX902@25"] == "no text"
+    assert reasons["EX001@22"] == "duplicate_id"
+    assert reasons["EX900@23"] == "malformed_row"
+    assert reasons["EX901@24"] == "no_website" and reasons["EX018@19"] == "no_website"
+    assert reasons["EX902@25"] == "no_text"
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["counts"]["input_rows"] == data_rows
     assert manifest["counts"]["scored"] + manifest["counts"]["exceptions"] == data_rows

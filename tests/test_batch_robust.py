@@ -68,7 +68,7 @@ def test_resumed_run_detects_a_duplicate_first_seen_in_a_finished_chunk(trained,
     messages = [r.getMessage() for r in caplog.records if r.name == "rtic.score.batch"]
     assert resumed.resumed_chunks == 1 and "resuming" in messages[0]
     exceptions = pd.read_csv(resumed.exceptions_path, dtype=str, keep_default_na=False)
-    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["F001", "11", "duplicate firm_id"]]
+    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["F001", "11", "duplicate_id"]]
 
     fresh = classify_register(register, tmp_path / "fresh" / "labels.parquet", settings, chunk_rows=3)
     pd.testing.assert_frame_equal(pd.read_parquet(out).drop(columns="classified_at"), pd.read_parquet(fresh.labels_path).drop(columns="classified_at"))

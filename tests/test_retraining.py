@@ -20,10 +20,36 @@ from rtic.model.training import evaluate, train
 
 
 
+SECOND_PROGRESS = []  # (message, id of the MLflow run active when it was shown) while `second` trained
+
+
 @pytest.fixture(scope="session")
 def second(settings, mini_labels, trained):
     """A second version, trained on the same labels with other settings (no outer CV, to stay quick)."""
-    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0)
+    import logging
+
+    import mlflow
+
+    class RunOfEachLine(logging.Handler):
+        def emit(self, record):
+            active = mlflow.active_run()
+            SECOND_PROGRESS.append((record.getMessage(), active.info.run_id if active else None))
+
+    handler = RunOfEachLine(level=logging.INFO)
+    logger = logging.getLogger("rtic.model.training")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_training_run_is_open_while_the_work_is_done(second):
+    # Embedding and fitting happen inside the run, so MLflow's duration is the training time, not the logging time.
+    during = {m.split(" ")[0]: run_id for m, run_id in SECOND_PROGRESS}
+    assert during["embedding"] == during["fitting"] == second.run_id
 
 
 @pytest.fixture(scope="session")
@@ -79,16 +105,29 @@ def test_evaluate_refuses_a_taxonomy_of_another_version(trained, settings, mini_
         evaluate(settings, mini_labels, taxonomy_path=other)
 
 
-def test_models_list_show_compare(settings, trained, second, evaluated):
+def test_models_list_show_compare(settings, trained, second, evaluated, mini_labels):
     table = list_versions(settings)
     assert list(table["version"][:2]) == [int(second.version), int(trained.version)]
     assert "champion" in table.set_index("version").loc[int(trained.version), "aliases"]
     assert table["macro_f1"].notna().all()
+    # Each headline figure says which labels it is on; evaluations on a named set sit beside them.
+    rows = table.set_index("version")
+    assert rows.loc[int(trained.version), "figures_on"].startswith(f"cross-validation on {mini_labels.name}")
+    assert rows.loc[int(second.version), "figures_on"].startswith(f"out-of-fold (optimistic) on {mini_labels.name}")
+    for v in (trained.version, second.version):
+        assert rows.loc[int(v), "macro_f1@mini"] == pytest.approx(evaluated[v].report.set_index("sector_id").loc["macro", "f1"])
+    # Registered model and versions say what they are and what they were trained on.
+    client = MlflowClient(registry.configure(settings))
+    assert "sector classifier" in client.get_registered_model(MODEL_NAME).description
+    description = client.get_model_version(MODEL_NAME, trained.version).description
+    assert mini_labels.name in description and load_taxonomy().version in description and "cross-validation" in description
     info = show_version(settings, trained.version)
     assert info["aliases"] == ["champion"] and info["params"]["cv_folds"] == "5"
     assert [e["eval_set"] for e in info["evaluations"]] == ["mini"]
     side = compare(settings, trained.version, second.version, eval_set="mini").set_index("sector_id")
     assert f"f1_v{trained.version}" in side.columns and f"f1_v{second.version}" in side.columns
+    assert list(side.index) == load_taxonomy().sector_ids + ["macro", "micro"]
+    assert list(compare(settings, trained.version, second.version)["sector_id"]) == load_taxonomy().sector_ids + ["macro", "micro"]
     assert side.loc["macro", "f1_change"] == pytest.approx(
         evaluated[second.version].report.set_index("sector_id").loc["macro", "f1"]
         - evaluated[trained.version].report.set_index("sector_id").loc["macro", "f1"])
@@ -153,7 +192,11 @@ def test_empty_texts_and_rare_sectors_are_reported(tmp_path):
     firms = read_labels(path, load_taxonomy())
     assert firms.firm_ids == ["2", "3"]
     assert any("empty text" in w and "1" in w for w in firms.warnings)
-    assert any("fewer than 5 positive" in w and "fintech" in w for w in firms.warnings)
+    assert any("fewer than 5 positive" in w and "fintech" in w and "fixed threshold" in w for w in firms.warnings)
+    # Scoring a model on these firms tunes nothing: the warning says what few positives mean for the figures.
+    scored = read_labels(path, load_taxonomy(), training=False)
+    assert any("fewer than 5 positive" in w and "fintech" in w for w in scored.warnings)
+    assert not any("threshold" in w for w in scored.warnings)
 
 
 # -- active learning ---------------------------------------------------------------------------------
@@ -172,6 +215,11 @@ def test_suggest_then_import_with_provenance(settings, trained, mini_labels, tmp
     frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels)
     assert len(frame) == 6 and frame["firm_id"].is_unique
     assert set(frame["model_version"]) == {trained.version}
+    # The reviewer can find each firm: its name and website from the register sit beside its text.
+    names = pd.read_csv(register, dtype=str, keep_default_na=False).set_index("firm_id")
+    written = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert list(written.columns[:4]) == ["firm_id", "name", "website", "text"]
+    assert written["name"].tolist() == names.loc[written["firm_id"], "name"].tolist() and written["name"].str.strip().all()
     labelled = set(pd.read_csv(mini_labels, dtype=str)["firm_id"])
     assert not set(frame["firm_id"]) & labelled
     # A reviewer confirms three rows (one relabelled to fintech|ai_data) and leaves the rest.
@@ -230,6 +278,8 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     new = load_taxonomy(result.taxonomy_path)
     assert new.version == bump_version(old.version) != old.version and new.sector_ids == old.sector_ids + ["quantum"]
     assert result.seeds_added == len(QUANTUM_SEEDS)
+    # Ten seed firms: the hint names the flags the README recommends for few seeds.
+    assert result.message.endswith(f"Next: rtic train --labels {labels} --taxonomy {result.taxonomy_path} --description-prior --features embedding")
     with pytest.raises(RticError, match="already has"):
         add_sector(result.taxonomy_path, tmp_path / "t2.yaml", "quantum", "Q", "Q.", seeds, labels)
     # The old taxonomy no longer accepts the labels; the new one trains a model that knows the sector.
@@ -242,6 +292,23 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",
                                                 "We bake sourdough bread for cafes in Leeds."]}))
     assert out["quantum__probability"][0] > 0.5 > out["quantum__probability"][1]
+    # Suggest with that model, then import without --taxonomy: the file records the new taxonomy version, and the
+    # suggesting model knows its sectors, so the new sector is accepted (the bundled taxonomy would refuse it).
+    register = tmp_path / "register.csv"
+    pd.DataFrame({"firm_id": ["r1", "r2", "r3"], "name": ["Qubit Works", "Loaf Ltd", "Ion Trap Co"], "website": ["q.example", "", "i.example"],
+                  "text": ["Trapped-ion quantum computers for research labs.", "We bake sourdough bread for cafes in Leeds.",
+                           "Quantum key distribution systems for banks."]}).to_csv(register, index=False)
+    review = tmp_path / "review.csv"
+    suggest(settings, register, "quantum", review, n=2, model_uri="models:/rtic-quantum-test/1")
+    edited = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert set(edited["taxonomy_version"]) == {new.version}
+    edited["reviewed"], edited["sectors"] = "yes", "quantum"
+    edited.to_csv(review, index=False)
+    with pytest.raises(RticError, match=f"records taxonomy {new.version}.*--taxonomy"):
+        import_reviews(review, labels, out=tmp_path / "none.csv")  # no registry to ask: one line saying what to pass
+    summary = import_reviews(review, labels, out=tmp_path / "merged.csv", reviewer="alice", settings=settings)
+    assert summary.added == 2
+    assert read_labels(tmp_path / "merged.csv", new).Y[:, new.sector_ids.index("quantum")].sum() == len(QUANTUM_SEEDS) + 2
 
 
 def test_sample_few_shot_gives_each_sector_k_positives():

@@ -31,8 +31,8 @@ def tidy(df):
     return df.drop(columns=["classified_at"]).reset_index(drop=True)
 
 
-CSV_EXCEPTIONS = [["A3", "5", "no website"], ["A4", "6", "no text"], ["A1", "7", "duplicate firm_id"], ["", "8", "empty firm_id"],
-                  ["A7", "9", "malformed row"], ["A8", "14", "bad encoding"]]
+CSV_EXCEPTIONS = [["A3", "5", "no_website"], ["A4", "6", "no_text"], ["A1", "7", "duplicate_id"], ["", "8", "empty_id"],
+                  ["A7", "9", "malformed_row"], ["A8", "14", "bad_encoding"]]
 
 
 def assert_same_output(out: Path, local, expected=CSV_EXCEPTIONS):
@@ -66,6 +66,10 @@ def test_spark_engine_equals_local_engine(malformed, rtic_home, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "firms per sector" in res.stdout and "11 firms in register: 5 classified, 6 not classified" in res.stdout
     assert_same_output(out, local)
+    # Progress is one line per stage: no stage bars, no pandas-version warnings, no Spark WARN/INFO lines.
+    assert [l.split(":")[0] for l in res.stderr.splitlines() if l.startswith("stage ")] == [f"stage {k}/4" for k in range(1, 5)]
+    assert "does not yet fully support pandas" not in res.stderr and "[Stage" not in res.stderr
+    assert not [l for l in res.stderr.splitlines() if " WARN " in l or " INFO " in l], res.stderr
 
 
 # -- the Spark engine's CSV reader, its pure-Python parts: records and line numbers from split lines --------
@@ -116,7 +120,7 @@ def test_split_lines_rebuild_the_local_readers_records(tmp_path, cuts):
     register.write_bytes(TRICKY)
     chunks = list(stream_register(register, chunk_rows=100))
     local_good = [[int(r["line"]), r["firm_id"], r["website"], r["text"]] for r in chunks[0].rows.to_dict("records")]
-    local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed row", "bad encoding")]
+    local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed_row", "bad_encoding")]
     good, bad = reassemble(TRICKY, cuts, ["firm_id", "website", "text"])
     good = [g for g in good if g[1] and g[1] != "A" or g[0] == 2]  # empty and repeated ids are checked later, by Spark
     assert good == local_good and bad == local_bad
@@ -149,7 +153,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "on Spark (local[2])" in res.stdout + res.stderr and "9 firms in register: 5 classified" in res.stdout
-    assert_same_output(out, local, [["A3", "3", "no website"], ["A4", "4", "no text"], ["A1", "5", "duplicate firm_id"], ["", "6", "empty firm_id"]])
+    assert_same_output(out, local, [["A3", "3", "no_website"], ["A4", "4", "no_text"], ["A1", "5", "duplicate_id"], ["", "6", "empty_id"]])
 
 
 @pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-margin", "0.2"]],

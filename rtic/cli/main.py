@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtic",
         description="Real-time industrial classifications: label firms with emerging sectors from their website text.",
-        epilog="State lives under RTIC_HOME (default ./models): MLflow registry (SQLite) and embedding cache. "
+        epilog="State lives under RTIC_HOME (default: models/ of this checkout when rtic is installed from it, else the user data folder, e.g. ~/.local/share/rtic; the same whatever folder rtic runs from): MLflow registry (SQLite) and embedding cache. "
         "MLFLOW_TRACKING_URI points at another MLflow; RTIC_BF16=0/1 forces fp32/bf16 embeddings.",
     )
     parser.add_argument("--quiet", action="store_true", dest="quiet_all", help="no progress on stderr: warnings and errors only "

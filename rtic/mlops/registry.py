@@ -46,10 +46,15 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the settings' tracking/registry store and make sure the experiment exists."""
+def configure(settings: Settings, read_only: bool = False) -> str:
+    """Point MLflow at the settings' tracking/registry store and make sure the experiment exists.
+
+    `read_only`: a command that only reads the registry refuses a local registry that does not exist
+    (one line naming RTIC_HOME) instead of creating an empty mlflow.db where it was run."""
     import mlflow
 
+    if read_only and settings.registry_missing:
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     quiet_mlflow()
     uri = settings.resolved_tracking_uri
     if uri.startswith("sqlite:///"):
@@ -76,7 +81,7 @@ def resolve(model_uri: str | None, settings: Settings) -> ModelRef:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    configure(settings)
+    configure(settings, read_only=True)
     client = MlflowClient()
     uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
     hint = "train one with `rtic train` (or `make demo`)"
@@ -93,7 +98,7 @@ def resolve(model_uri: str | None, settings: Settings) -> ModelRef:
                 mv = client.get_model_version(name, version)
             return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=str(mv.version), taxonomy_version=mv.tags.get("taxonomy_version"))
     except MlflowException:
-        raise RticError(f"model {uri} not found in registry {settings.resolved_tracking_uri}: {hint}") from None
+        raise RticError(f"model {uri} not found in registry {settings.where()}: {hint}") from None
     # runs:/… or a local path: not registered, so the URI itself is the version.
     return ModelRef(uri=uri, name=uri, version=uri)
 
@@ -168,6 +173,8 @@ def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    if settings.registry_missing:
+        return False
     configure(settings)
     try:
         return CHAMPION_ALIAS in (MlflowClient().get_registered_model(name).aliases or {})

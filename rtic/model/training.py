@@ -164,40 +164,42 @@ def train(
     for w in firms.warnings:
         log.warning(f"warning: {w}")
     registry.configure(settings)
-    labels_sha = file_sha256(labels_path)
-    shares = expected_shares(taxonomy)
-
-    encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
-    log.info(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
-    encoder.encode(firms.texts)
-    log.info(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
-
-    def make_classifier() -> SectorClassifier:
-        return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
-
-    # Description prior: each sector's description and key phrases as extra positive examples, which
-    # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
-    extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
-    result_cv = None
-    if cv >= 2:
-        log.info(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
-        result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, extra=extra)
-    log.info(f"fitting the final model on all {len(firms.texts)} firms …")
-    classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
-    for w in classifier.warnings_:
-        log.warning(f"warning: {w}")
-    # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
-    oof_proba = classifier.oof_proba_[: len(firms.texts)]
-    oof_assigned = oof_proba >= classifier.thresholds_
-    oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
-    if result_cv is not None:
-        report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
-    else:
-        report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
-    report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
-
+    # The run opens before the work, so its duration in MLflow is the training time (embedding, cross-validation, fit).
     with mlflow.start_run(run_name=f"train {labels_path.name}") as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        labels_sha = file_sha256(labels_path)
+        shares = expected_shares(taxonomy)
+        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
+
+        encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
+        log.info(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
+        encoder.encode(firms.texts)
+        log.info(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
+
+        def make_classifier() -> SectorClassifier:
+            return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
+
+        # Description prior: each sector's description and key phrases as extra positive examples, which
+        # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
+        extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
+        result_cv = None
+        if cv >= 2:
+            log.info(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
+            result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, extra=extra)
+        log.info(f"fitting the final model on all {len(firms.texts)} firms …")
+        classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
+        for w in classifier.warnings_:
+            log.warning(f"warning: {w}")
+        # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
+        oof_proba = classifier.oof_proba_[: len(firms.texts)]
+        oof_assigned = oof_proba >= classifier.thresholds_
+        oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
+        if result_cv is not None:
+            report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
+        else:
+            report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
+        report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
+
         mlflow.log_params({
             "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
@@ -207,7 +209,6 @@ def train(
         # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
         metrics = {**report_metrics(oof_report, prefix="oof_"), **report_metrics(report, prefix=prefix), **report_metrics(report)}
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
         log_dataset(firms, labels_path, labels_sha, context="training")
         log_evaluation_artifacts(firms, proba, assigned, report, classifier.thresholds_, tmp)
         if firms.warnings or classifier.warnings_:
@@ -223,9 +224,19 @@ def train(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    for key, value in {"labels_sha256": labels_sha, "macro_f1": f"{report.set_index('sector_id').loc['macro', 'f1']:.4f}",
-                       "metrics_from": "cross-validation" if prefix == "cv_" else "out-of-fold (optimistic)"}.items():
+    macro_f1 = report.set_index("sector_id").loc["macro", "f1"]
+    metrics_from = "cross-validation" if prefix == "cv_" else "out-of-fold (optimistic)"
+    for key, value in {"labels_sha256": labels_sha, "macro_f1": f"{macro_f1:.4f}", "metrics_from": metrics_from}.items():
         client.set_model_version_tag(name, str(mv.version), key, value)
+    client.update_model_version(name, str(mv.version), description=(
+        f"Trained on {labels_path.name} ({len(firms.texts)} firms, sha256 {labels_sha[:12]}) for taxonomy {taxonomy.version} "
+        f"({len(taxonomy.sector_ids)} sectors: {', '.join(taxonomy.sector_ids)}); features {features}, C {C:g}, seed {seed}"
+        f"{', description prior' if description_prior else ''}; macro F1 {macro_f1:.3f} by {metrics_from} on those labels."))
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=(
+            "rtic sector classifier: reads a firm's website text and gives, for each sector of its taxonomy, a calibrated "
+            "probability and a yes/no at the sector's threshold. Each version's description says what it was trained on; "
+            "`rtic models list` compares versions."))
     aliases = client.get_registered_model(name).aliases or {}
     return TrainResult(name=name, version=str(mv.version), run_id=run.info.run_id, taxonomy_version=taxonomy.version,
                        report=report, warnings=firms.warnings + classifier.warnings_,
@@ -262,7 +273,7 @@ def evaluate(
     if ref.taxonomy_version and ref.taxonomy_version != taxonomy.version:
         raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", ref.taxonomy_version, taxonomy.version,
                                           str(taxonomy_path or "the bundled taxonomy")))
-    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
+    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown, training=False)
     for w in firms.warnings:
         log.warning(f"warning: {w}")
     model = registry.load(ref, settings)
