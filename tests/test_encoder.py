@@ -70,3 +70,24 @@ def test_token_hook_reports_every_window_and_changes_no_vector(tmp_path):
         assert ids[0] == 101 and ids[-1] == 102 and vectors.shape == (len(ids), 384)  # [CLS] ... [SEP], one vector per token
     first = [ids for i, ids, _ in windows if i == 0][0]
     assert list(first[1:-1]) == enc._load().tokenizer(texts[0], add_special_tokens=False)["input_ids"]
+
+
+def test_long_embedding_work_reports_progress_with_an_eta(caplog, tmp_path):
+    """More than one batch to embed: a line per batch with the count, the rate and an ETA (cache hits need none)."""
+    import logging
+
+    from rtic.embed.encoder import Encoder
+
+    class Stub(Encoder):
+        def _embed(self, texts, on_tokens=None):
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    encoder = Stub(cache_path=tmp_path / "cache.sqlite")
+    with caplog.at_level(logging.INFO, logger="rtic.embed.encoder"):
+        encoder.encode([f"text {i}" for i in range(600)])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and "embedded 600/600 texts" in lines[-1] and all("ETA" in line for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rtic.embed.encoder"):
+        encoder.encode([f"text {i}" for i in range(600)])
+    assert not caplog.records

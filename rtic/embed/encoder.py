@@ -7,7 +7,9 @@ weights file is checked against upstream's sha256 before the model is used.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -15,7 +17,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from rtic.errors import RticError
+from rtic.progress import rate_eta
 from rtic.tables import select_in
+
+log = logging.getLogger(__name__)
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -210,6 +215,7 @@ class Encoder:
         missing = {h: t for h, t in zip(hashes, texts) if h not in found}
         if missing:
             todo = list(missing.items())
+            started = time.monotonic()
             for start in range(0, len(todo), 256):
                 part = todo[start : start + 256]
                 vectors = self._embed([t for _, t in part])
@@ -217,6 +223,9 @@ class Encoder:
                 found.update(fresh)
                 if self.cache:
                     self.cache.put_many(self.model_key, fresh)
+                done = start + len(part)
+                if len(todo) > 256:  # long work: a line per batch of 256 texts
+                    log.info(f"  embedded {done:,}/{len(todo):,} texts, {rate_eta(done, time.monotonic() - started, len(todo) - done, 'texts')}")
         return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)
 
     def __getstate__(self):  # the torch model is reloaded from the package, never pickled
