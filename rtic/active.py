@@ -17,7 +17,7 @@ from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.labels import split_sectors
 from rtic.register import read_register
-from rtic.tables import read_table, require_columns, write_atomically
+from rtic.tables import check_writable, read_table, require_columns, write_atomically
 from rtic.taxonomy import load_taxonomy
 
 REVIEW_COLUMNS = ["firm_id", "text", "sector_id", "probability", "threshold", "suggested_sectors", "sectors", "reviewed", "reviewer",
@@ -57,9 +57,9 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = 50,
 
     if n < 1:
         raise RticError("--n must be at least 1")
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)
-    classifier = model.unwrap_python_model().classifier
+    check_writable(out)  # before the model is loaded and the register scored
+    loaded = registry.open_model(model_uri, settings)
+    ref, model, classifier = loaded.ref, loaded.pyfunc, loaded.classifier
     if sector_id not in classifier.sector_ids:
         raise RticError(f"model {ref.name} version {ref.version} has no sector '{sector_id}' (it has: {', '.join(classifier.sector_ids)})")
     register = read_register(register_path)
@@ -86,7 +86,7 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = 50,
     assigned = np.column_stack([out_frame[assigned_column(s)].to_numpy(bool) for s in classifier.sector_ids])
     suggested = ["|".join(s for s, on in zip(classifier.sector_ids, row) if on) for row in assigned]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    taxonomy_version = registry.model_taxonomy_version(model) or ""
+    taxonomy_version = loaded.taxonomy_version or ""
     rows = [{"firm_id": firms["firm_id"].iloc[i], "text": firms["text"].iloc[i], "sector_id": sector_id, "probability": round(float(proba[i]), 4),
              "threshold": round(threshold, 4), "suggested_sectors": suggested[i], "sectors": suggested[i], "reviewed": "", "reviewer": "",
              "note": "", "model_name": ref.name, "model_version": ref.version, "taxonomy_version": taxonomy_version, "suggested_at": now}

@@ -27,6 +27,7 @@ EXCEPTION_COLUMNS = ["firm_id", "line", "reason", "detail"]
 NO_TEXT = "no text"
 NO_WEBSITE = "no website"
 MALFORMED_ROW = "malformed row"
+BAD_ENCODING = ("bad encoding", "row is not valid UTF-8")
 EMPTY_ID = ("empty firm_id", "row has no firm_id")
 DUPLICATE_ID = ("duplicate firm_id", "firm_id already seen earlier in the register; first row kept")
 

@@ -110,11 +110,11 @@ def reassemble(data: bytes, cuts: list[int], header: list[str]):
 @pytest.mark.parametrize("cuts", [[], [1], [3, 4], [4, 5, 6], [2, 5, 9, 10, 14], list(range(1, 16))], ids=lambda c: "cuts" + "-".join(map(str, c)))
 def test_split_lines_rebuild_the_local_readers_records(tmp_path, cuts):
     """Wherever the file is split, records, fields, line numbers and malformed-row reasons equal the local reader's."""
-    from rtic.register import stream_register
+    from rtic.register import Register
 
     register = tmp_path / "r.csv"
     register.write_bytes(TRICKY)
-    chunks = list(stream_register(register, chunk_rows=100))
+    chunks = list(Register.open(register).chunks(chunk_rows=100))
     local_good = [[int(r["line"]), r["firm_id"], r["website"], r["text"]] for r in chunks[0].rows.to_dict("records")]
     local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed row", "bad encoding")]
     good, bad = reassemble(TRICKY, cuts, ["firm_id", "website", "text"])
@@ -170,7 +170,7 @@ def test_split_lines_match_the_local_reader_on_random_csv(tmp_path):
     and line numbers as Python's csv reader gives the local engine."""
     import random
 
-    from rtic.register import stream_register
+    from rtic.register import Register
 
     rng = random.Random(5)
     for trial in range(150):
@@ -185,7 +185,7 @@ def test_split_lines_match_the_local_reader_on_random_csv(tmp_path):
         data = ("\n".join(body) + rng.choice(["", "\n"])).encode()
         register = tmp_path / f"r{trial}.csv"
         register.write_bytes(data)
-        local = pd.concat([pd.concat([c.rows[["line", "firm_id"]].astype(str), c.bad[["line", "firm_id"]].astype(str)]) for c in stream_register(register, 1000)])
+        local = pd.concat([pd.concat([c.rows[["line", "firm_id"]].astype(str), c.bad[["line", "firm_id"]].astype(str)]) for c in Register.open(register).chunks(1000)])
         n_lines = data.count(b"\n") + (not data.endswith(b"\n"))
         cuts = sorted(rng.sample(range(1, n_lines), k=min(n_lines - 1, rng.randint(0, 5)))) if n_lines > 1 else []
         good, bad = reassemble(data, cuts, ["firm_id", "b", "c"])
