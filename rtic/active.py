@@ -19,6 +19,7 @@ from rtic.labels import split_sectors
 from rtic.register import read_register
 from rtic.tables import check_writable, read_table, require_columns, write_atomically
 from rtic.taxonomy import load_taxonomy
+from rtic import config
 
 REVIEW_COLUMNS = ["firm_id", "text", "sector_id", "probability", "threshold", "suggested_sectors", "sectors", "reviewed", "reviewer",
                   "note", "model_name", "model_version", "taxonomy_version", "suggested_at"]
@@ -50,7 +51,7 @@ def pick_uncertain_diverse(proba: np.ndarray, threshold: float, embeddings: np.n
     return chosen
 
 
-def suggest(settings: Settings, register_path, sector_id: str, out, n: int = 50, model_uri: str | None = None,
+def suggest(settings: Settings, register_path, sector_id: str, out, n: int = config.SUGGEST_N, model_uri: str | None = None,
             exclude_labels=None, progress=print) -> pd.DataFrame:
     """Write a review CSV of the n register firms most worth labelling for `sector_id`."""
     from rtic.contracts import assigned_column, probability_column

@@ -16,6 +16,57 @@ DEFAULT_TAXONOMY = PACKAGE_DATA / "taxonomy.yaml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEED_LABELS = REPO_ROOT / "training" / "seed_labels.csv"
 
+# -- defaults of the library's options, read by its dataclasses and signatures and by the CLI's parsers --------
+# train
+FEATURES = "embedding+tfidf"
+FEATURE_SETS = ("embedding", "tfidf", "embedding+tfidf")
+C = 1.0  # inverse regularisation strength of each sector's logistic regression
+SEED = 0
+CV_FOLDS = 5
+# classify
+CHUNK_ROWS = 2048  # register rows per chunk
+FAST_AGREEMENT = 0.97  # fast path: share of (firm, sector) decisions that agree with the transformer
+FASTPATH_SAMPLE = 2000  # register firms embedded with the transformer to fit the fast head
+# models promote / ui / label suggest
+PROMOTE_TOLERANCE = 0.01  # allowed drop in macro F1
+UI_PORT = 5000
+SUGGEST_N = 50
+SUGGEST_OUT = "to_review.csv"
+# review app
+REVIEW_HOST = "127.0.0.1"
+REVIEW_PORT = 8765
+REVIEW_MARGIN = 0.1  # "near threshold": within this probability of it
+# crawl
+CRAWL_CONCURRENCY = 32  # sites in flight at once
+CRAWL_DELAY = 1.0  # seconds between request starts to one origin
+MAX_CRAWL_DELAY = 30.0  # cap on robots.txt Crawl-delay
+MAX_PAGES = 8  # pages besides the home page
+MAX_PAGE_BYTES = 3_000_000  # decoded bytes
+MAX_SITE_BYTES = 15_000_000
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 20.0
+PAGE_TIMEOUT = 45.0  # the whole request, however slowly the server drips bytes
+RETRIES = 2  # extra attempts on 429, 5xx and connection errors
+BACKOFF = 1.0  # first retry wait; doubles, with jitter
+CONTACT_URL = "https://github.com/rtic/rtic"
+CLI_CRAWL_WORKERS = min(4, os.cpu_count() or 1)  # extraction processes the CLI starts (the library's default is 0)
+# clusters
+LQ_THRESHOLD = 1.25
+MIN_COUNT = 10  # firms of the sector an area needs to be called specialised
+CONFIDENCE = 0.95
+CLUSTER_METHOD = "dbscan"
+CLUSTER_METHODS = ("dbscan", "hdbscan")
+EPS_M = 1000.0
+MIN_SAMPLES = 10
+MIN_CLUSTER_FIRMS = 10
+RD_SHARE = 0.5
+COLLAB_SHARE = 0.5
+MIN_GROUP_FIRMS = 5  # members of its dominant sector a community needs to be specialised
+COLOCATED_KM = 30.0
+MAX_PARTICIPANTS = 50
+RESOLUTION = 1.0
+AREA = "auto"  # clusters.specialisation.choose_area
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -1,10 +1,14 @@
 """Why does a firm carry its labels? Probabilities against thresholds, provenance, and evidence.
 
 Evidence for each assigned or near-miss sector comes from the same registered model that made the
-labels: every sentence of the firm's text is scored on its own (the sentences that most support
-the sector), the TF-IDF words and phrases of the text weighted by the sector's coefficients (where
-the model has TF-IDF features), and the labelled training firms nearest to the firm in embedding
-space, with their labels.
+labels: every content sentence of the firm's text is scored on its own (the sentences that most
+support the sector), the TF-IDF words and phrases of those sentences weighted by the sector's
+coefficients (where the model has TF-IDF features), and the labelled training firms nearest to the
+firm in embedding space, with their labels and the first words of their text.
+
+Evidence is content: page titles, headings and menus (title-like lines) and legal or registration
+lines ("Registered in England and Wales", "company number", "All rights reserved") are left out of
+the sentences and terms, since they say nothing about what the firm does.
 """
 
 from __future__ import annotations
@@ -20,11 +24,21 @@ from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
+from rtic.firm_labels import exceptions_path, find_exception, read_firm_labels
 from rtic.text import FirmText, firm_text
 
 NEAR_MARGIN = 0.1  # a sector within this much probability below its threshold is a near miss
 MAX_SENTENCES = 300  # sentences scored per firm; long crawled text is cut here (and says so)
 SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+# Legal, registration and site-furniture lines: true of almost every UK firm, evidence of no sector.
+BOILERPLATE = re.compile(
+    r"\bregistered\s+(?:in\s+(?:england|scotland|wales|northern\s+ireland)|office|address|company|number|no\b)"
+    r"|\bcompany\s+(?:registration\s+)?(?:number|no\b)|\bregistration\s+(?:number|no\b)|\bvat\s+(?:registration\s+)?(?:number|no\b)"
+    r"|\ball\s+rights\s+reserved|\bcopyright\b|©|\bprivacy\s+(?:policy|notice)|\bcookies?\b|\bterms\s+(?:and|&)\s+conditions",
+    re.IGNORECASE)
+MINOR_WORDS = frozenset("a an and & at by for from in of on or the to with".split())
+TITLE_MAX_WORDS = 6  # a line this short without a full stop is a heading, title or menu entry
+SNIPPET_WORDS = 15  # first words of a training firm's text shown beside it
 
 
 @dataclass
@@ -69,8 +83,24 @@ class Explanation:
         return asdict(self)
 
 
+def is_title_like(piece: str) -> bool:
+    """A line that is not a sentence: no closing . ! or ?, and short or in Title Case ("Contact ChargeGrid Mobility")."""
+    if piece.rstrip()[-1:] in (".", "!", "?"):
+        return False
+    words = re.findall(r"[^\W\d_][\w'’&-]*", piece)
+    if len(words) <= TITLE_MAX_WORDS:
+        return True
+    significant = [w for w in words if w.lower() not in MINOR_WORDS]
+    return sum(w[0].isupper() for w in significant) >= 0.7 * len(significant)
+
+
+def is_content(piece: str) -> bool:
+    """Whether a sentence can be evidence: at least three words, not a title-like line, not legal boilerplate."""
+    return len(piece.split()) >= 3 and not is_title_like(piece) and not BOILERPLATE.search(piece)
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) character spans of the sentences of a text, trimmed; blank pieces dropped."""
+    """(start, end) character spans of the content sentences of a text, trimmed (see `is_content`)."""
     spans = []
     for m in SENTENCE.finditer(text):
         start, end = m.start(), m.end()
@@ -78,9 +108,19 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
-        if len(text[start:end].split()) >= 3:  # fragments (menus, headings) carry no evidence
+        if is_content(text[start:end]):
             spans.append((start, end))
     return spans
+
+
+def content_text(text: str) -> str:
+    """The text's content sentences only, one a line: what the evidence terms are taken from."""
+    return "\n".join(text[a:b] for a, b in split_sentences(text))
+
+
+def snippet(text: str, n_words: int = SNIPPET_WORDS) -> str:
+    words = str(text).split()
+    return " ".join(words[:n_words]) + (" …" if len(words) > n_words else "")
 
 
 class ModelExplainer:
@@ -98,6 +138,7 @@ class ModelExplainer:
         self.training = {"labels_file": None, "labels_sha256": self.meta.get("labels_sha256"), "n_firms": 0}
         self._train_ids: list[str] = []
         self._train_sectors: list[str] = []
+        self._train_snippets: list[str] = []
         self._train_emb = None
         if model.training_labels is not None:
             self._load_training(str(model.training_labels))
@@ -118,6 +159,7 @@ class ModelExplainer:
         df = df[df["text"].astype(str).str.strip() != ""].drop_duplicates("firm_id")
         self._train_ids = df["firm_id"].astype(str).tolist()
         self._train_sectors = ["|".join(split_sectors(s)) for s in df["sectors"]]
+        self._train_snippets = [snippet(t) for t in df["text"].astype(str)]
         self._train_emb = self.classifier.encoder.encode(df["text"].astype(str).tolist())  # cached by text hash
         self.training["n_firms"] = len(df)
 
@@ -141,11 +183,12 @@ class ModelExplainer:
         return self._weights[sector_id]
 
     def terms(self, text: str, sector_id: str, n: int = 8) -> list[tuple[str, float]]:
-        """The firm's own words and phrases by TF-IDF value × the sector's coefficient."""
+        """The words and phrases of the firm's content sentences by TF-IDF value × the sector's coefficient."""
         weights = self.term_weights(sector_id)
-        if not weights:
+        content = content_text(text)
+        if not weights or not content:
             return []
-        vec = self.classifier.vectorizer_.transform([text])
+        vec = self.classifier.vectorizer_.transform([content])
         names = self.classifier.vectorizer_.get_feature_names_out()
         scored = [(str(names[j]), float(v) * weights[str(names[j])]) for j, v in zip(vec.indices, vec.data) if str(names[j]) in weights]
         return sorted(scored, key=lambda t: -t[1])[:n]
@@ -156,7 +199,8 @@ class ModelExplainer:
         v = self.classifier.encoder.encode([text])[0]
         sims = self._train_emb @ v
         top = np.argsort(-sims)[:k]
-        return [{"firm_id": self._train_ids[i], "similarity": round(float(sims[i]), 3), "sectors": self._train_sectors[i]} for i in top]
+        return [{"firm_id": self._train_ids[i], "similarity": round(float(sims[i]), 3), "sectors": self._train_sectors[i],
+                 "text": self._train_snippets[i]} for i in top]
 
     def evidence(self, text: str, sectors: list[dict], n_sentences: int = 3) -> list[SectorEvidence]:
         """Evidence for the assigned and near-miss sectors among `sectors` (dicts from labels)."""
@@ -177,18 +221,14 @@ class ModelExplainer:
         return out
 
 
-def read_firm_labels(labels: str | Path, firm_id: str) -> pd.DataFrame:
-    """The firm's rows of a labels Parquet (read with a filter, so a 9M-row file costs little)."""
-    import pyarrow.parquet as pq
-
-    path = Path(labels)
-    if not path.is_file():
-        raise RticError(f"labels file not found: {path}")
-    try:
-        table = pq.read_table(path, filters=[("firm_id", "=", firm_id)])
-    except Exception as exc:  # pyarrow's errors for a file that is not Parquet vary
-        raise RticError(f"cannot read labels file {path}: {str(exc).splitlines()[0]}") from None
-    return table.to_pandas()
+def not_in_labels(labels: str | Path, firm_id: str) -> RticError:
+    """Why a firm has no rows in a labels file: the reason it was not classified, or that it is in neither file."""
+    found = find_exception(labels, firm_id)
+    if found is None:
+        return RticError(f"firm {firm_id} is not in labels file {labels} nor in its exceptions file {exceptions_path(labels)}:"
+                         " was it in the register that was classified?")
+    detail = f" ({found['detail']})" if found["detail"] and found["detail"] != found["reason"] else ""
+    return RticError(f"firm {firm_id} was not classified: {found['reason']}{detail} (listed in {found['file']}; not in labels file {labels})")
 
 
 def explain(
@@ -207,7 +247,7 @@ def explain(
     warnings: list[str] = []
     rows = read_firm_labels(labels, firm_id) if labels is not None else None
     if rows is not None and rows.empty:
-        raise RticError(f"firm {firm_id} is not in labels file {labels}")
+        raise not_in_labels(labels, firm_id)
     if rows is not None:
         first = rows.iloc[0]
         uri = model_uri or f"models:/{first['model_name']}/{first['model_version']}"
@@ -270,6 +310,8 @@ def format_explanation(ex: Explanation) -> str:
         lines.append(f"\nnearest labelled training firms ({ex.training_data.get('labels_file')}):")
         for nb in ex.evidence[0].neighbours:
             lines.append(f"  {nb['firm_id']:<20} similarity {nb['similarity']:.3f}  sectors: {nb['sectors'] or '(none)'}")
+            if nb.get("text"):
+                lines.append(f"  {'':<20} {nb['text']}")
     for w in ex.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ import pandas as pd
 from rtic.contracts import BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns, select_in
+from rtic import config
 
 # Companies House BasicCompanyData → register contract. Two CH headers carry a leading space.
 COMPANIES_HOUSE_COLUMNS = {
@@ -158,7 +159,7 @@ class Register:
             lines += 1
         return max(lines - 1, 0), False
 
-    def chunks(self, chunk_rows: int = 2048, seen_path: str | Path | None = None) -> Iterator[RegisterChunk]:
+    def chunks(self, chunk_rows: int = config.CHUNK_ROWS, seen_path: str | Path | None = None) -> Iterator[RegisterChunk]:
         """Yield the register in chunks of `chunk_rows` raw records, with row-level problems as exception rows.
 
         Memory is one chunk: the firm_ids seen (for duplicate detection) live in SQLite at `seen_path` (a

@@ -60,20 +60,56 @@ class Taxonomy:
         return [v for v in self.verticals if v.parent == sector_id]
 
 
-def _sector_from(entry: object, where: str) -> Sector:
-    if not isinstance(entry, dict):
-        raise RticError(f"{where}: expected a mapping with id, name and description")
-    sid = str(entry.get("id") or "").strip()
-    if not sid:
-        raise RticError(f"{where}: sector without an id")
+# The keys a taxonomy may have; anything else is a typo or, in a one-line {…} entry, the tail of a value cut at
+# an unquoted comma ("description: NLP, speech and …" parses as description "NLP" plus a key "speech and …").
+TOP_KEYS = ("version", "name", "sectors", "verticals")
+SECTOR_KEYS = ("id", "name", "description", "parent", "include", "exclude", "expected_share")
+TEXT_KEYS = ("id", "name", "description", "parent")
+PHRASE_KEYS = ("include", "exclude")
+
+
+def _shown(key: object) -> str:
+    text = str(key)
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[str]:
+    unknown = [k for k in mapping if k not in allowed]
+    if not unknown:
+        return []
+    hint = " (in a one-line {…} entry, quote text that has a comma)" if any(mapping[k] is None for k in unknown) else ""
+    return [f"{where}: unknown key(s) {', '.join(_shown(k) for k in unknown)}{hint}; allowed: {', '.join(allowed)}"]
+
+
+def _entry_problems(entry: dict, where: str) -> list[str]:
+    """Unknown keys and values of the wrong type in one sector or vertical entry."""
+    problems = _unknown_keys(entry, SECTOR_KEYS, where)
+    for key in TEXT_KEYS:
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            problems.append(f"{where}: {key} must be text, got {type(entry[key]).__name__} {_shown(entry[key])} (quote it)")
+    for key in PHRASE_KEYS:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            problems.append(f"{where}: {key} must be a list of phrases, got {type(value).__name__}")
+        elif bad := [p for p in value if not isinstance(p, str)]:
+            problems.append(f"{where}: {key} phrases must be text, got {', '.join(_shown(p) for p in bad[:3])} (quote them)")
+    share = entry.get("expected_share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))):
+        problems.append(f"{where}: expected_share must be a number, got {_shown(share)}")
+    return problems
+
+
+def _sector_from(entry: dict) -> Sector:
     share = entry.get("expected_share")
     return Sector(
-        id=sid,
+        id=str(entry.get("id") or "").strip(),
         name=str(entry.get("name") or "").strip(),
         description=" ".join(str(entry.get("description") or "").split()),
         parent=(str(entry["parent"]).strip() if entry.get("parent") else None),
-        include=tuple(str(p) for p in entry.get("include") or ()),
-        exclude=tuple(str(p) for p in entry.get("exclude") or ()),
+        include=tuple(entry.get("include") or ()),
+        exclude=tuple(entry.get("exclude") or ()),
         expected_share=float(share) if share is not None else None,
     )
 
@@ -83,17 +119,34 @@ def parse_taxonomy(data: object, source: str = "taxonomy") -> Taxonomy:
     if not isinstance(data, dict):
         raise RticError(f"{source}: expected a mapping with 'version' and 'sectors'")
     problems: list[str] = []
-    version = str(data.get("version") or "").strip()
+    shape = _unknown_keys(data, TOP_KEYS, "top level")  # unknown keys and wrong types
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        # YAML reads 2026.10 as the number 2026.1: a version is only safe as text.
+        shape.append(f"'version' must be text in quotes, got the {type(version).__name__} {version!r}")
+        version = "?"
+    version = (version or "").strip()
     if not version:
         problems.append("no 'version'")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        shape.append("'name' must be text")
     raw_sectors = data.get("sectors") or []
     raw_verticals = data.get("verticals") or []
     if not isinstance(raw_sectors, list) or not raw_sectors:
         raise RticError(f"{source}: 'sectors' must be a non-empty list")
     if not isinstance(raw_verticals, list):
         raise RticError(f"{source}: 'verticals' must be a list")
-    sectors = [_sector_from(e, f"{source}: sectors[{i}]") for i, e in enumerate(raw_sectors)]
-    verticals = [_sector_from(e, f"{source}: verticals[{i}]") for i, e in enumerate(raw_verticals)]
+    entries = [(e, f"sectors[{i}]") for i, e in enumerate(raw_sectors)] + [(e, f"verticals[{i}]") for i, e in enumerate(raw_verticals)]
+    for entry, where in entries:
+        if not isinstance(entry, dict):
+            raise RticError(f"{source}: {where}: expected a mapping with id, name and description")
+        if not str(entry.get("id") or "").strip():
+            raise RticError(f"{source}: {where}: sector without an id")
+        shape += _entry_problems(entry, _shown(entry["id"]) if isinstance(entry["id"], str) else where)
+    if shape:  # wrong types would be turned into text below: stop here, with every problem found so far
+        raise RticError(f"{source}: " + "; ".join(problems + shape))
+    sectors = [_sector_from(e) for e in raw_sectors]
+    verticals = [_sector_from(e) for e in raw_verticals]
     # A top-level entry with a parent is a vertical too.
     verticals += [s for s in sectors if s.parent]
     sectors = [s for s in sectors if not s.parent]

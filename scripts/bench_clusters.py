@@ -86,12 +86,12 @@ def _max_rss_mib() -> float:
 
 
 def _inputs(folder: Path):
-    from rtic.clusters.inputs import ClusterInputs
+    from rtic.clusters.inputs import PROBLEM_COLUMNS, ClusterInputs
 
     firms = pd.read_parquet(folder / "firms.parquet")
     firms["geo_source"] = "postcode"
     assignments = pd.read_parquet(folder / "assignments.parquet")
-    return ClusterInputs(firms, assignments, SECTORS, pd.DataFrame(columns=["firm_id", "postcode", "reason"]))
+    return ClusterInputs(firms, assignments, SECTORS, pd.DataFrame(columns=PROBLEM_COLUMNS))
 
 
 def _cpu_seconds() -> float:

@@ -138,3 +138,21 @@ def make_world(seed: int = 0, n_background: int = 3000) -> World:
     planted = {"alpha": planted_alpha, "beta": [f for f in planted_beta if f not in mixed[4:]], "tiny": tiny, "groups": groups,
                "unplaced": {"NOPC": "no postcode", "BADPC": "invalid postcode", "UNKNOWN": "unknown postcode", "NOGRID": "postcode has no grid reference"}}
     return World(onspd, register, labels_df, participation, planted)
+
+
+def district_world(seed: int = 0, share: float = 0.7) -> tuple[World, pd.DataFrame]:
+    """The little country as a real register meets a partial ONSPD: `share` of the background firms have postcodes
+    the ONSPD does not list, in districts QF1–QF9 that only a centroid file (no LAD column, as the national outcode
+    centroid files have none) places. Returns the world and that centroid file."""
+    world = make_world(seed)
+    rng = np.random.default_rng(seed + 1)
+    grid = [(ORIGIN[0] + 15_000 + 35_000 * i, ORIGIN[1] + 15_000 + 35_000 * j) for i in range(3) for j in range(3)]
+    outcodes = [f"QF{k + 1}" for k in range(len(grid))]
+    lat, lon = to_latlon(np.array([g[0] for g in grid]), np.array([g[1] for g in grid]))
+    centroids = pd.DataFrame({"postcode": outcodes, "easting": [int(g[0]) for g in grid], "northing": [int(g[1]) for g in grid],
+                              "latitude": np.round(lat, 5), "longitude": np.round(lon, 5), "region_code": "SOUTHWEST"})
+    background = world.register["firm_id"].str.startswith("BG")
+    moved = background & (rng.random(len(world.register)) < share)
+    world.register.loc[moved, "postcode"] = [f"{rng.choice(outcodes)} {_inward(i)}" for i in range(int(moved.sum()))]
+    world.planted["district_placed"] = world.register.loc[moved, "firm_id"].tolist()
+    return world, centroids

@@ -11,12 +11,17 @@ EXAMPLE = PACKAGE_DATA / "example_register.csv"
 HOSTILE_ID = "EVIL-1"
 HOSTILE_TEXT = ("We install solar panels and battery storage for homes. <script>document.title='pwned';window.pwned=1;alert('xss')</script> "
                 "Our engineers fit heat pumps across Kent. <img src=x onerror=\"document.title='pwned'\"> Call us for a quote today.")
+WEBSITE = "www.chargeloop.example/home"  # as registers write them: no scheme
+HOSTILE_WEBSITE = "javascript:alert('site')"
 
 
 @pytest.fixture(scope="session")
 def review_register(tmp_path_factory) -> Path:
     register = pd.read_csv(EXAMPLE, dtype=str, keep_default_na=False)
-    hostile = pd.DataFrame({"firm_id": [HOSTILE_ID], "name": ["<script>alert('name')</script> Solar Ltd"], "text": [HOSTILE_TEXT]})
+    register["website"] = ""
+    register.loc[register["firm_id"] == "EX004", "website"] = WEBSITE
+    hostile = pd.DataFrame({"firm_id": [HOSTILE_ID], "name": ["<script>alert('name')</script> Solar Ltd"], "text": [HOSTILE_TEXT],
+                            "website": [HOSTILE_WEBSITE]})
     path = tmp_path_factory.mktemp("review_register") / "register.csv"
     pd.concat([register, hostile], ignore_index=True).to_csv(path, index=False)
     return path

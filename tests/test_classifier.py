@@ -116,4 +116,21 @@ def test_second_stage_options_fit_and_predict():
         clf = SectorClassifier(topics, encoder=HashEncoder(), stack=stack).fit(texts, Y)
         assert (clf.predict(texts) == Y.astype(bool)).mean() > 0.9
     with pytest.raises(ValueError, match="stack"):
-        SectorClassifier(topics, stack="both")
+        SectorClassifier(topics, stack="both").fit(texts, Y)
+
+
+def test_is_a_scikit_learn_estimator():
+    """get_params/set_params/clone work; parameters are checked in fit, not in the constructor."""
+    from sklearn.base import clone
+
+    texts, Y, topics = make_data()
+    clf = SectorClassifier(topics, encoder=HashEncoder(), C=2.0, neighbours=7)
+    assert clf.get_params()["C"] == 2.0 and clf.get_params()["neighbours"] == 7
+    copy = clone(clf).set_params(features="tfidf")
+    assert copy.get_params()["features"] == "tfidf" and clf.features == "embedding+tfidf"
+    assert not hasattr(copy, "models_")
+    for bad in ({"features": "words"}, {"C": float("nan")}, {"cv": 1}, {"sector_ids": ["a", "a"]}):
+        with pytest.raises(ValueError):
+            clone(clf).set_params(**bad).fit(texts, Y)
+    fitted = clone(copy).fit(texts, Y)
+    assert (fitted.predict(texts) == Y.astype(bool)).mean() > 0.9

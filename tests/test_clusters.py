@@ -1,18 +1,19 @@
 """Cluster stages on a generated country with planted clusters and communities (see cluster_world.py)."""
 
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cluster_world import ALPHA_CENTRE, BETA_CENTRE, make_world
+from cluster_world import ALPHA_CENTRE, BETA_CENTRE, district_world, make_world
 from conftest import REPO, run_cli
 from rtic.clusters.communities import CommunityParams, Participation, find_communities, normalise_crn, read_participation
 from rtic.clusters.inputs import build_inputs, load_inputs, read_labels
 from rtic.clusters.pipeline import load_collaboration, run_communities, run_spatial, type_spatial
 from rtic.clusters.spatial import SpatialParams, spatial_clusters
-from rtic.clusters.specialisation import SpecialisationParams, location_quotients, specialisation
+from rtic.clusters.specialisation import SpecialisationParams, choose_area, left_out, location_quotients, specialisation
 from rtic.clusters.typology import (DISPERSED, DIVERSE, NO_TYPE, NOT_RD_ACTIVE, RD_COLLABORATING, SPECIALISED,
                                     TypologyParams, cluster_type)
 from rtic.errors import RticError
@@ -124,10 +125,37 @@ def test_location_quotient_by_hand():
     # area with 20 of 100 firms, 10 in the sector; sector 50 of 1000 nationally: LQ = (10/100)/(50/1000) = 2
     lq, low, high = location_quotients(np.array([10, 0]), np.array([100, 100]), np.array([50, 50]), 1000.0)
     assert lq[0] == pytest.approx(2.0)
-    se = np.sqrt(1 / 10 - 1 / 100 - 1 / 50 + 1 / 1000)
-    assert low[0] == pytest.approx(2.0 * np.exp(-1.959964 * se), rel=1e-5)
-    assert high[0] == pytest.approx(2.0 * np.exp(1.959964 * se), rel=1e-5)
-    assert lq[1] == 0 and low[1] == 0 and high[1] > 0
+    # Clopper–Pearson through the F distribution (not the beta quantiles the code uses), over the national share 0.05.
+    from scipy.stats import f
+
+    x, n = 10, 100
+    share_low = x / (x + (n - x + 1) * f.ppf(0.975, 2 * (n - x + 1), 2 * x))
+    share_high = (x + 1) * f.ppf(0.975, 2 * (x + 1), 2 * (n - x)) / ((n - x) + (x + 1) * f.ppf(0.975, 2 * (x + 1), 2 * (n - x)))
+    assert low[0] == pytest.approx(share_low / 0.05, rel=1e-9) and high[0] == pytest.approx(share_high / 0.05, rel=1e-9)
+    assert 0.98 < low[0] < 0.99 and 3.52 < high[0] < 3.53
+    # No firm of the sector among 100: LQ 0, low 0, high 1 - 0.025^(1/100) over the national share.
+    assert lq[1] == 0 and low[1] == 0 and high[1] == pytest.approx((1 - 0.025 ** (1 / 100)) / 0.05)
+
+
+def test_lq_interval_is_honest_for_small_counts():
+    # The issue's case: one firm in its area, and in a sector of 10 firms among 1,144, so LQ = 114.4. The old
+    # interval collapsed to 114.4-114.4; the exact one runs from 0.025 × 114.4 (the share could be as low as 2.5%)
+    # to 114.4 (a share above 1 is impossible).
+    lq, low, high = location_quotients(np.array([1, 1, 0, 3]), np.array([1, 2, 10, 3]), np.array([10, 10, 10, 10]), 1144.0)
+    assert lq[0] == pytest.approx(114.4) and low[0] == pytest.approx(0.025 * 114.4) and high[0] == pytest.approx(114.4)
+    # One of two: share bounds 1 - √0.975 and √0.975.
+    assert low[1] == pytest.approx((1 - 0.975 ** 0.5) * 114.4) and high[1] == pytest.approx(0.975 ** 0.5 * 114.4)
+    # None of ten: 0 to 1 - 0.025^(1/10).
+    assert (lq[2], low[2]) == (0, 0) and high[2] == pytest.approx((1 - 0.025 ** 0.1) * 114.4)
+    # Three of three: 0.025^(1/3) to 1.
+    assert low[3] == pytest.approx(0.025 ** (1 / 3) * 114.4) and high[3] == pytest.approx(114.4)
+    assert (high - low > 0).all()
+    # At 90% the tails are 5%: one of one starts at 0.05.
+    _, low90, _ = location_quotients(np.array([1]), np.array([1]), np.array([10]), 1144.0, confidence=0.9)
+    assert low90[0] == pytest.approx(0.05 * 114.4)
+    # No sector firms, or an empty area: no LQ at all.
+    lq, low, high = location_quotients(np.array([0, 0]), np.array([5, 0]), np.array([0, 10]), 1144.0)
+    assert np.isnan(lq).all() and np.isnan(low).all() and np.isnan(high).all()
 
 
 def test_specialisation_finds_planted_area(inputs):
@@ -145,6 +173,78 @@ def test_specialisation_finds_planted_area(inputs):
     placed = inputs.located
     assert table.groupby("area_code")["area_firms"].first().sum() == len(placed)
     assert (table["lq_low"] <= table["lq"]).all() and (table["lq"] <= table["lq_high"]).all()
+
+
+def test_district_placed_firms_are_counted_by_default(tmp_path):
+    """A partial ONSPD plus a national centroid file: most firms are placed by district and have no LAD. The default
+    area must count them (postcode districts), and a named --area lad must list every firm it does not count."""
+    world, centroids = district_world()
+    paths = world.write(tmp_path)
+    centroids.to_csv(tmp_path / "centroids.csv", index=False)
+    inp = load_inputs(paths["labels"], paths["register"], [paths["onspd"], tmp_path / "centroids.csv"])
+    moved = world.planted["district_placed"]
+    assert len(moved) > len(inp.firms) / 2
+    assert (inp.firms.set_index("firm_id").loc[moved, "geo_source"] == "postcode district centroid").all()
+
+    column, note = choose_area(inp, "auto")
+    assert column == "district" and "postcode district" in note
+    table = specialisation(inp, "auto")
+    gone = left_out(inp, "district")
+    counted = table.groupby("area_code")["area_firms"].first()
+    # Every labelled firm is counted once or listed: here all but the unplaced and the one placed by lat/lon alone.
+    assert counted.sum() + len(gone) == len(inp.firms) == world.register["firm_id"].nunique()
+    assert set(gone["firm_id"]) == {"NOPC", "BADPC", "UNKNOWN", "LATLON"}
+    assert (table["area_level"] == "district").all() and table["total_firms"].iloc[0] == counted.sum()
+    assert {f"QF{k}" for k in range(1, 10)} <= set(counted.index)
+    latlon = gone.set_index("firm_id").loc["LATLON"]
+    assert latlon["reason"] == "no district area" and "no postcode" in latlon["detail"]
+
+    # By LAD: the district-placed firms are left out, each with its reason and its district.
+    by_lad = left_out(inp, "lad").set_index("firm_id")
+    assert set(moved) <= set(by_lad.index)
+    row = by_lad.loc[moved[0]]
+    assert row["reason"] == "no lad area" and f"postcode district {row['postcode'].split()[0]} no lad" in row["detail"]
+    lad_table = specialisation(inp, "lad")
+    assert lad_table.groupby("area_code")["area_firms"].first().sum() + len(by_lad) == len(inp.firms)
+
+
+def test_auto_area_is_lad_when_the_lookup_gives_every_district_one(inputs):
+    column, note = choose_area(inputs, "auto")
+    assert column == "lad" and "have a LAD" in note
+    assert (specialisation(inputs, "auto")["area_level"] == "lad").all()
+    # NOGRID has no coordinates but its ONSPD row gives a LAD: it is counted; the rest are listed.
+    gone = left_out(inputs, "lad")
+    assert set(gone["firm_id"]) == {"NOPC", "BADPC", "UNKNOWN", "LATLON"}
+    counted = specialisation(inputs, "lad").groupby("area_code")["area_firms"].first().sum()
+    assert counted + len(gone) == len(inputs.firms)
+
+
+def test_district_areas_from_any_lookup_file_and_only_known_districts(tmp_path):
+    # Centroid file first: AA1's position comes from it, its LAD from the ONSPD after it (the centroid file has none).
+    # GY1 (Guernsey) is off the British National Grid, as in the real centroid files: listed, but not placeable.
+    pd.DataFrame({"postcode": ["AA1", "BB2", "GY1"], "easting": ["410000", "500000", "361100"],
+                  "northing": ["310000", "200000", "-48888"]}).to_csv(tmp_path / "centroids.csv", index=False)
+    pd.DataFrame({"pcds": ["AA1 1AA", "AA1 1AB", "AA1 1AD"], "oseast1m": ["400000", "400200", "400400"], "osnrth1m": ["300000"] * 3,
+                  "oslaua": ["E2", "E1", "E1"], "osgrdind": ["1"] * 3}).to_csv(tmp_path / "onspd.csv", index=False)
+    lookup = load_lookup([tmp_path / "centroids.csv", tmp_path / "onspd.csv"])
+    register = pd.DataFrame({"firm_id": ["a", "b", "c", "d", "e"], "postcode": ["AA1 9ZZ", "BB2 1AA", "ZZ9 9ZZ", "AA1 1AA", "GY1 1AA"]})
+    firms = locate_firms(register, lookup).set_index("firm_id")
+    assert firms.loc["a", "geo_source"] == "postcode district centroid" and firms.loc["a", "easting"] == 410000
+    assert firms.loc["a", "lad"] == "E1"  # the most common LAD of AA1's postcodes
+    assert pd.isna(firms.loc["b", "lad"]) and firms.loc["b", "district"] == "BB2"
+    # A postcode-shaped typo is not an area: its district is unknown to every lookup.
+    assert firms.loc["c", "geo_source"] == "unknown postcode" and pd.isna(firms.loc["c", "district"])
+    assert firms.loc["d", "lad"] == "E2" and firms.loc["d", "district"] == "AA1"
+    assert firms.loc["e", "geo_source"] == "postcode has no grid reference" and np.isnan(firms.loc["e", "easting"])
+
+
+def test_unplaced_rows_keep_the_postcode_as_given(inputs, world):
+    problems = inputs.problems.set_index("firm_id")
+    given = world.register.set_index("firm_id")["postcode"]
+    for firm in ("BADPC", "UNKNOWN", "NOGRID", "NOPC"):
+        assert problems.loc[firm, "postcode"] == given[firm].strip()
+    assert problems.loc["BADPC", "postcode"] == "not a postcode" and problems.loc["BADPC", "reason"] == "invalid postcode"
+    assert all(problems["detail"].str.len() > 0)
 
 
 def test_specialisation_unknown_area(inputs):
@@ -403,3 +503,202 @@ def test_cli_report_keeps_hostile_sector_ids_inside_out(tmp_path):
     for name in names.values():
         assert f"src='maps/{name}'" in page
     assert "../../../escaped/pwned" in page  # the id is still shown (escaped text), only the file name is sanitised
+
+
+# -- Innovate UK spreadsheets -------------------------------------------------------------------------
+IUK_COLUMNS = ["Project Number", "Project Title", "Competition Year", "Competition Title", "Innovate UK Product Type",
+               "Participant Name", "Is Lead Participant", "CRN", "Postcode", "Address Region", "Address Local Authority",
+               "Enterprise Size", "Project Start Date", "Project End Date", "Award Offered (£)", "Total Costs (£)", "Project Status"]
+
+
+def write_iuk_xlsx(path, participation: pd.DataFrame, title_rows=2):
+    """A workbook laid out like the published Innovate UK funded-projects file: a title above the header, one row per
+    participant, numbers and dates as typed cells; a notes sheet first."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.title = "Notes"
+    book.active.append(["About this data"])
+    sheet = book.create_sheet("Funded projects")
+    for i in range(title_rows):
+        sheet.append(["Innovate UK funded projects since 2004" if i == 0 else None])
+    sheet.append(IUK_COLUMNS)
+    for rec in participation.to_dict("records"):
+        sheet.append([rec["Project Number"] or None, "A project", 2021, "Smart grants", "Grant", rec["Participant Name"],
+                      rec["Is Lead Participant"], rec["CRN"] or None, rec["Postcode"] or None, "London", "Camden", "Small",
+                      datetime(2021, 4, 1), datetime(2022, 3, 31), 125000.0, 250000.5, "Closed"])
+    sheet.append([None] * len(IUK_COLUMNS))  # formatting rows after the data
+    book.save(path)
+    return path
+
+
+def test_participation_from_xlsx_equals_csv(world, paths, tmp_path):
+    xlsx = write_iuk_xlsx(tmp_path / "iuk.xlsx", world.participation)
+    from_csv, from_xlsx = read_participation(paths["participation"]), read_participation(xlsx)
+    pd.testing.assert_frame_equal(from_csv.rows, from_xlsx.rows)
+    # The orphan row's line is its row on the sheet: 2 title rows, the header, then the data.
+    assert list(from_xlsx.problems["line"]) == [3 + len(world.participation)]
+    assert list(from_xlsx.problems["reason"]) == ["no project number"]
+
+
+def test_xlsx_number_typed_crns_dates_and_repeated_columns(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Project Number", "Participant Name", "CRN", "Postcode", "Postcode", "Project Start Date"])
+    sheet.append([10001234, "Acme Ltd", 1234, "AB1 0AA", "x", datetime(2021, 4, 1)])
+    sheet.append([10001234, "Beta Ltd", 1234567.0, None, None, None])
+    sheet.append([10001234, "University of Q", None, None, None, None])
+    book.save(tmp_path / "p.xlsx")
+    rows = read_participation(tmp_path / "p.xlsx").rows
+    assert rows["project_id"].tolist() == ["10001234"] * 3
+    assert rows["participant_id"].tolist() == ["00001234", "01234567", "name:university of q"]
+    assert rows["postcode"].tolist() == ["AB1 0AA", "", ""]
+
+
+def test_bad_spreadsheets_are_one_line_errors(tmp_path):
+    from openpyxl import Workbook
+
+    (tmp_path / "renamed.xlsx").write_text("Project Number,CRN\nP1,1\n")
+    with pytest.raises(RticError, match="as an .xlsx workbook"):
+        read_participation(tmp_path / "renamed.xlsx")
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504)
+    with pytest.raises(RticError, match="old binary .xls"):
+        read_participation(tmp_path / "old.xls")
+    book = Workbook()
+    book.active.append(["Title", "Budget"])
+    book.active.append(["Something", 1])
+    book.save(tmp_path / "other.xlsx")
+    with pytest.raises(RticError, match=r"no sheet \(Sheet\) has a header row with 'Project Number'"):
+        read_participation(tmp_path / "other.xlsx")
+    (tmp_path / "empty.xlsx").write_bytes(b"")
+    with pytest.raises(RticError, match="empty"):
+        read_participation(tmp_path / "empty.xlsx")
+
+
+def test_cli_communities_from_xlsx(world, paths, tmp_path):
+    xlsx = write_iuk_xlsx(tmp_path / "iuk.xlsx", world.participation)
+    res = run_cli("clusters", "communities", "--labels", str(paths["labels"]), "--register", str(paths["register"]),
+                  "--postcodes", str(paths["onspd"]), "--participation", str(xlsx), "--out", str(tmp_path / "c.csv"), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(pd.read_csv(tmp_path / "c.csv")["cluster_type"]) == sorted([SPECIALISED, DISPERSED, RD_COLLABORATING])
+
+
+# -- GIS files and maps --------------------------------------------------------------------------------
+def test_geojson_hulls_centroids_and_members(world, paths, inputs, tmp_path):
+    import json
+
+    from matplotlib.path import Path as Ring
+
+    from rtic.clusters.pipeline import gis_paths
+
+    spatial, table, _ = run_spatial(inputs, tmp_path / "c.parquet", SpatialParams(), TypologyParams(), paths["participation"])
+    hulls_path, centroids_path, members_path = gis_paths(tmp_path / "c.parquet")
+    hulls, centroids, members = (json.loads(p.read_text()) for p in (hulls_path, centroids_path, members_path))
+    assert hulls["type"] == "FeatureCollection" and {f["properties"]["cluster_id"] for f in hulls["features"]} == {"alpha-1", "beta-1"}
+    for feature in hulls["features"]:
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["hull"] == "convex"
+        assert (ring[0] == ring[-1]).all() and len(ring) >= 4
+        # Exterior ring counter-clockwise (RFC 7946), in lon/lat degrees around the cluster.
+        assert 0.5 * np.sum(ring[:-1, 0] * ring[1:, 1] - ring[1:, 0] * ring[:-1, 1]) > 0
+        props = feature["properties"]
+        assert props["cluster_type"] == NOT_RD_ACTIVE and props["firms"] >= 30
+        # Every member firm lies inside its hull (firms on its edges too: the ring grown by 0.1% about its middle).
+        firms = spatial.members[spatial.members["cluster_id"] == props["cluster_id"]]
+        lat, lon = to_latlon(firms["easting"].to_numpy(), firms["northing"].to_numpy())
+        middle = ring[:-1].mean(axis=0)
+        assert Ring(middle + (ring - middle) * 1.001).contains_points(np.column_stack([lon, lat])).all()
+        centre = table.set_index("cluster_id").loc[props["cluster_id"]]
+        assert props["centroid_easting"] == pytest.approx(centre["centroid_easting"])
+    point = {f["properties"]["cluster_id"]: f["geometry"]["coordinates"] for f in centroids["features"]}
+    lat, lon = to_latlon(np.array([ALPHA_CENTRE[0]]), np.array([ALPHA_CENTRE[1]]))
+    assert abs(point["alpha-1"][0] - lon[0]) < 0.005 and abs(point["alpha-1"][1] - lat[0]) < 0.005
+    assert len(members["features"]) == len(spatial.members)
+    first = members["features"][0]["properties"]
+    assert set(first) == {"firm_id", "sector_id", "cluster_id", "easting", "northing"}
+    noise = [f for f in members["features"] if f["properties"]["cluster_id"] is None]
+    assert len(noise) == spatial.members["cluster_id"].isna().sum() > 0
+
+
+def test_hull_of_firms_at_one_point_or_on_a_line_is_a_circle():
+    from rtic.clusters.gis import MIN_RING_M, hull_ring
+
+    ring, kind = hull_ring(np.array([400000.0] * 5), np.array([300000.0] * 5), (400000.0, 300000.0), 0.0)
+    assert kind == "circle" and np.allclose(np.hypot(ring[:, 0] - 400000, ring[:, 1] - 300000), MIN_RING_M)
+    ring, kind = hull_ring(np.array([0.0, 500.0, 1000.0]), np.array([0.0, 0.0, 0.0]), (500.0, 0.0), 500.0)
+    assert kind == "circle" and np.allclose(np.hypot(ring[:, 0] - 500, ring[:, 1]), 500)
+    ring, kind = hull_ring(np.array([0.0, 1000.0, 0.0, 300.0]), np.array([0.0, 0.0, 1000.0, 300.0]), (0.0, 0.0), 1.0)
+    assert kind == "convex" and len(ring) == 4  # the inner point is not a vertex; ring closed
+
+
+def test_map_labels_never_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtic.clusters.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    rng = np.random.default_rng(1)
+    items = [(str(i + 1), 50 + rng.normal(0, 8), 50 + rng.normal(0, 8), 1.0) for i in range(40)]  # 40 clusters in one city
+    texts, left_off = place_labels(ax, items)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert len(texts) + left_off == 40 and len(texts) >= 20
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert [t.get_text() for t in texts][:8] == [str(i) for i in range(1, 9)]  # the largest clusters are labelled first
+    plt.close(fig)
+
+
+def test_map_draws_districts_and_placed_firms_behind(tmp_path):
+    from rtic.clusters.report import draw_sector_map
+
+    world, centroids = district_world()
+    paths = world.write(tmp_path)
+    centroids.to_csv(tmp_path / "centroids.csv", index=False)
+    inp = load_inputs(paths["labels"], paths["register"], [paths["onspd"], tmp_path / "centroids.csv"])
+    fig = draw_sector_map(inp, spatial_clusters(inp, sectors=["beta"]), "beta")
+    ax = fig.axes[0]
+    sizes = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    assert sizes["postcode districts"] == len(inp.districts) > 9  # ONSPD-derived districts and the nine centroids
+    assert sizes["all placed firms"] == len(inp.located)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_cli_report_counts_district_placed_firms(tmp_path):
+    """The journey of issue 14: a partial ONSPD and a national centroid file. The default area keeps every placed
+    firm; the report says which area it used and lists the firms it could not count."""
+    world, centroids = district_world()
+    paths = world.write(tmp_path / "in")
+    centroids.to_csv(tmp_path / "in" / "centroids.csv", index=False)
+    out = tmp_path / "report"
+    common = ["--labels", str(paths["labels"]), "--register", str(paths["register"]),
+              "--postcodes", str(paths["onspd"]), "--postcodes", str(tmp_path / "in" / "centroids.csv")]
+    res = run_cli("clusters", "report", *common, "--out", str(out), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "area auto: postcode district" in res.stderr and "4 not counted" in res.stderr, res.stderr
+    spec = pd.read_csv(out / "specialisation.csv")
+    gone = pd.read_csv(out / "specialisation.unplaced.csv", keep_default_na=False)
+    assert (spec["area_level"] == "district").all()
+    assert spec.groupby("area_code")["area_firms"].first().sum() + len(gone) == world.register["firm_id"].nunique()
+    assert set(gone["firm_id"]) == {"NOPC", "BADPC", "UNKNOWN", "LATLON"}
+    assert gone.set_index("firm_id").loc["BADPC", "postcode"] == "not a postcode"
+    page = (out / "index.html").read_text()
+    assert "Specialised district areas" in page and "specialisation.unplaced.csv" in page
+    for name in ("clusters.hulls.geojson", "clusters.centroids.geojson", "clusters.members.geojson"):
+        assert (out / name).stat().st_size > 100
+    # Named LADs: the district-placed firms are listed, not dropped in silence.
+    res = run_cli("clusters", "specialisation", *common, "--area", "lad", "--out", str(tmp_path / "lad.csv"), home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    by_lad = pd.read_csv(tmp_path / "lad.unplaced.csv", keep_default_na=False)
+    assert (by_lad["reason"] == "no lad area").sum() >= len(world.planted["district_placed"])
+    counted = pd.read_csv(tmp_path / "lad.csv").groupby("area_code")["area_firms"].first().sum()
+    assert counted + len(by_lad) == world.register["firm_id"].nunique()
+    assert f"{len(by_lad)} not counted" in res.stderr

@@ -112,3 +112,26 @@ def test_a_model_uri_that_is_not_a_model_is_one_line(trained, rtic_home, tmp_pat
     res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--model", uri, home=rtic_home)
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option,kwargs,says", [
+    ("C", {"C": float("nan")}, "--C"), ("C", {"C": 0.0}, "--C"), ("C", {"C": float("inf")}, "--C"),
+    ("cv", {"cv": 1}, "--cv"), ("cv", {"cv": -3}, "--cv"), ("seed", {"seed": -1}, "--seed"),
+])
+def test_training_options_out_of_range_are_refused_before_any_work(tmp_path, option, kwargs, says):
+    """Hostile pass: --C nan failed in the classifier's fit with a ValueError traceback after embedding every
+    firm; --cv 1 and --cv -3 silently skipped cross-validation."""
+    from rtic.model.training import train
+
+    with pytest.raises(RticError, match=says):
+        train(Settings(home=tmp_path / "home"), labels_path=tmp_path / "never-read.csv", progress=lambda *_: None, **kwargs)
+    assert not (tmp_path / "home").exists()  # refused before the registry was touched
+
+
+def test_the_mlflow_ui_port_must_be_a_port(tmp_path):
+    from rtic.mlops.lifecycle import ui_command
+
+    for port in (0, -1, 70000):
+        with pytest.raises(RticError, match="--port must be between 1 and 65535"):
+            ui_command(Settings(home=tmp_path), port)
+    assert "5000" in ui_command(Settings(home=tmp_path), 5000)

@@ -8,7 +8,7 @@ from conftest import run_cli
 from review_fixtures import review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
 from rtic.errors import RticError
 from rtic.review.index import IndexSources, LabelsIndex, build_index, ensure_index
-from rtic.review.store import ReviewStore, publish
+from rtic.review.store import ReviewStore, publish, unknown_sector_decisions
 
 
 def assert_one_line_error(res, *needles):
@@ -50,12 +50,16 @@ def test_publish_applies_latest_decisions_and_keeps_extra_ones(tmp_path):
     store.record("B", "ai_data", "reject", "alice")
     store.record("B", "ai_data", "confirm", "bob")  # supersedes the reject
     store.record("C", "space", "add", "bob")  # a firm the labels file lacks
-    pub = publish(labels, store.latest()).set_index(["firm_id", "sector_id"])
+    store.record("A", "quantum", "add", "mallory")  # a sector the taxonomy lacks (stored before decisions were checked)
+    pub = publish(labels, store.latest(), sector_ids=["ai_data", "fintech", "space"]).set_index(["firm_id", "sector_id"])
     assert not pub.loc[("A", "ai_data"), "assigned"] and pub.loc[("A", "ai_data"), "model_assigned"]
     assert pub.loc[("A", "fintech"), "assigned"] and pub.loc[("A", "fintech"), "source"] == "review"
     assert pub.loc[("B", "ai_data"), "assigned"] and pub.loc[("B", "ai_data"), "reviewer"] == "bob"
     assert pub.loc[("C", "space"), "assigned"] and pd.isna(pub.loc[("C", "space"), "probability"])
-    assert len(pub) == 4
+    assert len(pub) == 4 and "quantum" not in set(pub.reset_index()["sector_id"])
+    # Without sector_ids the labels' own sectors are the taxonomy: neither space nor quantum is published.
+    assert set(publish(labels, store.latest())["sector_id"]) == {"ai_data", "fintech"}
+    assert [d.sector_id for d in unknown_sector_decisions(store.latest(), ["ai_data", "fintech", "space"])] == ["quantum"]
 
 
 # -- index --------------------------------------------------------------------------------------
@@ -241,3 +245,124 @@ def test_explain_without_labels_scores_the_text_now(review_labels, review_regist
     stored = pd.read_parquet(review_labels).query("firm_id == 'EX003'").set_index("sector_id")["probability"].to_dict()
     # Same model, same text: equal up to the float noise of embedding one text alone instead of in a batch.
     assert {s["sector_id"]: s["probability"] for s in ex.sectors} == pytest.approx(stored, abs=0.01)
+
+
+# -- decisions are checked; nothing outside the taxonomy is published ----------------------------------
+def exceptions_of(labels):
+    from rtic.firm_labels import exceptions_path
+
+    return pd.read_csv(exceptions_path(labels), dtype=str, keep_default_na=False).set_index("firm_id")
+
+
+def test_a_decision_must_name_a_firm_and_a_sector_the_labels_know(review_labels):
+    from rtic.review.publish import decision_target
+
+    labels = pd.read_parquet(review_labels)
+    row = labels[labels["firm_id"] == "EX003"].iloc[0]
+    target = decision_target(review_labels, "EX003", row["sector_id"])
+    assert target.model_version == row["model_version"] and target.model_assigned == bool(row["assigned"])
+    with pytest.raises(RticError, match="unknown firm F999"):
+        decision_target(review_labels, "F999", row["sector_id"])
+    with pytest.raises(RticError, match="unknown sector 'quantum'"):
+        decision_target(review_labels, "EX003", "quantum")
+    # A firm classify could not classify (in the exceptions file) may still be put in a known sector, never an unknown one.
+    unclassified = exceptions_of(review_labels).index[0]
+    assert decision_target(review_labels, unclassified, row["sector_id"]).model_assigned is None
+    with pytest.raises(RticError, match="unknown sector"):
+        decision_target(review_labels, unclassified, "quantum")
+
+
+def test_publish_and_export_never_emit_a_sector_the_taxonomy_lacks(review_labels, review_register, tmp_path):
+    from rtic.labels import read_labels
+    from rtic.review.publish import export_file, publish_file
+    from rtic.taxonomy import load_taxonomy
+
+    labels = pd.read_parquet(review_labels)
+    reviews = tmp_path / "reviews.sqlite"
+    store = ReviewStore(reviews)  # as a store filled before decisions were checked
+    store.record("EX003", "quantum", "add", "mallory")
+    store.record("F999", "quantum", "add", "mallory")
+    unassigned = labels[(labels["firm_id"] == "EX004") & ~labels["assigned"]].iloc[0]["sector_id"]
+    store.record("EX004", unassigned, "add", "alice")
+    store.close()
+    result = publish_file(review_labels, reviews, tmp_path / "published.parquet")
+    published = pd.read_parquet(result.out)
+    assert result.n_unknown == 2 and result.n_decisions == 1 and result.n_changed == 1
+    assert set(published["sector_id"]) == set(labels["sector_id"]) and len(published) == len(labels)
+    exported = export_file(review_labels, reviews, tmp_path / "reviewed.csv", register=review_register)
+    rows = pd.read_csv(exported.out, dtype=str, keep_default_na=False)
+    assert list(rows["firm_id"]) == ["EX004"] and exported.n_unknown == 2
+    assert read_labels(exported.out, load_taxonomy()).firm_ids == ["EX004"]  # no unknown sector for the reader to refuse
+
+    only_unknown = tmp_path / "only_unknown.sqlite"
+    ReviewStore(only_unknown).record("EX003", "quantum", "add", "mallory")
+    with pytest.raises(RticError, match="nothing to export"):
+        export_file(review_labels, only_unknown, tmp_path / "none.csv", register=review_register)
+    assert not (tmp_path / "none.csv").exists()
+
+
+# -- explain: evidence is content ----------------------------------------------------------------------
+PAGE = ("Contact ChargeGrid Mobility\n"
+        "Home | About | Fleet Charging | Contact\n"
+        "ChargeGrid installs rapid EV charging hubs for bus and van fleets at their depots.\n"
+        "Our software schedules every charger so vans leave full and the depot never exceeds its grid connection.\n"
+        "ChargeGrid Mobility Ltd is registered in England and Wales, company number 01234567.\n"
+        "© 2026 ChargeGrid Mobility Ltd. All rights reserved.")
+
+
+def test_content_sentences_leave_out_titles_menus_and_registration_lines():
+    from rtic.explain import content_text, split_sentences
+
+    kept = [PAGE[a:b] for a, b in split_sentences(PAGE)]
+    assert kept == ["ChargeGrid installs rapid EV charging hubs for bus and van fleets at their depots.",
+                    "Our software schedules every charger so vans leave full and the depot never exceeds its grid connection."]
+    assert content_text(PAGE) == "\n".join(kept)
+    # Content that names a place is still content; an unpunctuated but ordinary sentence too.
+    text = "Our API covers every residential address in England and Wales.\nwe now serve chains of grocers across the north"
+    assert [text[a:b] for a, b in split_sentences(text)] == text.split("\n")
+
+
+def test_explain_evidence_is_content_and_neighbours_show_their_text(review_explainer, settings, mini_labels, tmp_path):
+    from rtic.explain import explain, format_explanation
+
+    register = tmp_path / "register.csv"
+    pd.DataFrame({"firm_id": ["CG1"], "name": ["ChargeGrid Mobility"], "text": [PAGE]}).to_csv(register, index=False)
+    # Scored now by the real model; threshold lowered to make every sector a near miss, so each gets evidence.
+    review_explainer_thresholds = dict(review_explainer.thresholds)
+    try:
+        review_explainer.thresholds = {s: 0.0 for s in review_explainer.sector_ids}
+        ex = explain("CG1", settings, register=register, explainer=review_explainer)
+    finally:
+        review_explainer.thresholds = review_explainer_thresholds
+    assert len(ex.evidence) == len(review_explainer.sector_ids)
+    content = [line for line in PAGE.split("\n") if line.startswith(("ChargeGrid installs", "Our software"))]
+    content_words = set(" ".join(content).lower().replace(".", " ").split())
+    for ev in ex.evidence:
+        assert ev.sentences and {s.text for s in ev.sentences} <= set(content)
+        for term, _ in ev.terms:
+            assert set(term.split()) <= content_words, (ev.sector_id, term)  # never "wales", "registered", "contact"
+    train = pd.read_csv(mini_labels, dtype=str, keep_default_na=False).set_index("firm_id")["text"]
+    neighbours = ex.evidence[0].neighbours
+    assert neighbours
+    for nb in neighbours:
+        words = train[nb["firm_id"]].split()
+        assert nb["text"].removesuffix(" …").split() == words[:15]
+    assert neighbours[0]["text"] in format_explanation(ex)
+
+
+def test_explain_says_why_a_firm_was_not_classified(review_labels, review_register, rtic_home):
+    unclassified = exceptions_of(review_labels)
+    firm = unclassified.index[0]
+    res = run_cli("explain", firm, "--labels", str(review_labels), "--register", str(review_register), home=rtic_home)
+    assert_one_line_error(res, firm, "not classified", unclassified.loc[firm, "reason"], "exceptions.csv")
+
+
+def test_review_decide_cli_refuses_an_unknown_firm_or_sector_and_stores_nothing(review_labels, rtic_home, tmp_path):
+    reviews = tmp_path / "reviews.sqlite"
+    sector = pd.read_parquet(review_labels)["sector_id"].iloc[0]
+    common = ["--reviewer", "mallory", "--labels", str(review_labels), "--reviews", str(reviews)]
+    assert_one_line_error(run_cli("review", "decide", "F999", sector, "add", *common, home=rtic_home), "unknown firm F999")
+    assert_one_line_error(run_cli("review", "decide", "EX003", "quantum", "add", *common, home=rtic_home), "unknown sector 'quantum'")
+    res = run_cli("review", "decide", "EX003", "quantum", "add", "--reviewer", "mallory", "--reviews", str(reviews), home=rtic_home)
+    assert res.returncode == 2 and "--labels" in res.stderr  # nothing to check against: refused
+    assert ReviewStore(reviews).frame().empty

@@ -1,5 +1,6 @@
 """The review web app, served by the tests on 127.0.0.1: HTTP API tests, then a real chromium via Playwright."""
 
+import html
 import json
 import os
 import re
@@ -13,7 +14,9 @@ from urllib.parse import urlencode
 import pandas as pd
 import pytest
 
-from review_fixtures import HOSTILE_ID, review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
+from review_fixtures import HOSTILE_ID, HOSTILE_WEBSITE, review_explainer, review_labels, review_register  # noqa: F401 (fixtures)
+from rtic.contracts import sibling_path
+from rtic.taxonomy import load_taxonomy
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -72,7 +75,7 @@ def test_api_search_and_firm(server, review_labels):
     _, _, body = request(base + "/api/search?q=ex00")
     assert [f["firm_id"] for f in json.loads(body)["firms"]] == [f"EX00{i}" for i in range(1, 10)]
     _, _, body = request(base + "/api/search?q=heat+pumps")
-    assert [f["firm_id"] for f in json.loads(body)["firms"]] == ["EX003"]
+    assert [f["firm_id"] for f in json.loads(body)["firms"]] == ["EVIL-1", "EX003"]  # EX003 by name, EVIL-1 by its text
     labels = pd.read_parquet(review_labels)
     sector = labels[labels["assigned"]]["sector_id"].value_counts().index[0]
     _, _, body = request(base + "/api/search?" + urlencode({"sector": sector, "limit": 500}))
@@ -83,7 +86,8 @@ def test_api_search_and_firm(server, review_labels):
     assert firm["evidence"] and all(s["text"] in firm["text"] for ev in firm["evidence"] for s in ev["sentences"])
     assert request(base + "/api/firm/NOPE")[0] == 404
     _, _, body = request(base + "/api/firm/EX018")  # no text in the register: listed with rtic classify's reason
-    assert json.loads(body)["not_classified"] == "no text" and json.loads(body)["labels"] == []
+    reason = pd.read_csv(sibling_path(review_labels, ".exceptions.csv"), dtype=str).set_index("firm_id").loc["EX018", "reason"]
+    assert json.loads(body)["not_classified"] == reason and json.loads(body)["labels"] == [] and not json.loads(body)["classified"]
     assert request(base + "/firm/NOPE")[0] == 404
 
 
@@ -134,6 +138,50 @@ def test_crawled_markup_is_escaped(server):
     assert "<script>" not in results and "&lt;script&gt;alert(&#x27;name&#x27;)" in results
 
 
+def test_search_finds_words_in_the_text(server, review_register):
+    base, _ = server
+    register = pd.read_csv(review_register, dtype=str, keep_default_na=False)
+    for q in ("retail parks", "satellites", "penetr"):  # words only in the text (a prefix for the last)
+        def matches(field, words=q.split()):  # every word starts a word of the field
+            return all(re.search(rf"\b{w}", field, re.I) for w in words)
+
+        expected = sorted(f for f, n, t in zip(register["firm_id"], register["name"], register["text"]) if matches(n) or matches(t))
+        _, _, body = request(base + "/api/search?" + urlencode({"q": q}))
+        assert expected and [f["firm_id"] for f in json.loads(body)["firms"]] == expected, q
+
+
+def test_unclassified_firms_are_told_apart_from_firms_in_no_sector(server, review_labels):
+    base, _ = server
+    labels = pd.read_parquet(review_labels)
+    in_none = sorted(set(labels["firm_id"]) - set(labels.loc[labels["assigned"], "firm_id"]))
+    assert in_none, "the example register has ordinary businesses the model puts in no sector"
+    reason = pd.read_csv(sibling_path(review_labels, ".exceptions.csv"), dtype=str).set_index("firm_id").loc["EX018", "reason"]
+    rows = {f["firm_id"]: f for f in json.loads(request(base + "/api/search?q=ex0&limit=100")[2])["firms"]}
+    assert rows[in_none[0]]["classified"] and rows[in_none[0]]["sectors"] == [] and rows[in_none[0]]["not_classified"] is None
+    assert not rows["EX018"]["classified"] and rows["EX018"]["not_classified"] == reason
+    page = request(base + "/?q=ex0")[2]
+    row_of = lambda fid: re.search(rf"<tr><td><a href='/firm/{fid}'>.*?</tr>", page).group(0)
+    assert "in no sector" in row_of(in_none[0]) and "not classified" not in row_of(in_none[0])
+    assert f"not classified: {reason}" in row_of("EX018") and "in no sector" not in row_of("EX018")
+    assert f"not classified: {reason}" in request(base + "/firm/EX018")[2]
+    assert "in no sector" in request(base + f"/firm/{in_none[0]}")[2]
+
+
+def test_firm_page_shows_sector_names_and_a_safe_website_link(server, review_labels):
+    base, _ = server
+    names = {s.id: s.name for s in load_taxonomy().sectors}
+    page = request(base + "/firm/EX004")[2]
+    labels = pd.read_parquet(review_labels).query("firm_id == 'EX004'")
+    for sector in labels["sector_id"]:
+        assert re.search(rf"<tr id='label-{sector}'><td>(<a [^>]*>)?{re.escape(html.escape(names[sector], quote=True))} ", page), sector
+    assert "<a id='website' href='http://www.chargeloop.example/home' rel='noopener noreferrer nofollow' target='_blank'>" in page
+    search = request(base + "/")[2]
+    assert all(f">{html.escape(n, quote=True)}</option>" in search for n in names.values())
+    hostile = request(base + f"/firm/{HOSTILE_ID}")[2]
+    assert "<a id='website'" not in hostile and "javascript:" not in hostile.replace(html.escape(HOSTILE_WEBSITE, quote=True), "")
+    assert f"website {html.escape(HOSTILE_WEBSITE, quote=True)} (not an http or https address: not linked)" in hostile
+
+
 # -- a real browser ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
@@ -178,6 +226,10 @@ def test_browser_search_open_decide_reload(server, page, tmp_path):
     if os.environ.get("RTIC_SCREENSHOT_DIR"):  # keep a copy to look at
         shutil.copy(shot, Path(os.environ["RTIC_SCREENSHOT_DIR"]) / "review_firm_page.png")
     assert [d.decision for d in app.store.history("EX004")] == ["confirm"]
+    link = page.locator("#website")
+    assert link.get_attribute("href") == "http://www.chargeloop.example/home" and "noopener" in link.get_attribute("rel")
+    name = load_taxonomy().sector(sector).name
+    assert name in row.inner_text()
 
 
 def test_browser_does_not_run_a_websites_script(server, page):
@@ -191,5 +243,6 @@ def test_browser_does_not_run_a_websites_script(server, page):
     assert page.evaluate("() => window.pwned === undefined")
     assert "<script>document.title='pwned'" in page.locator("#text").inner_text()  # shown as text
     assert page.locator("script").count() == 0 and page.locator("#text img").count() == 0
+    assert page.locator("a#website").count() == 0 and page.locator("a[href^='javascript']").count() == 0
     page.goto(base + "/?q=solar")
     assert "<script>alert('name')</script> Solar Ltd" in page.locator("#results").inner_text() and not dialogs

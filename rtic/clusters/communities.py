@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from rtic.errors import RticError
-from rtic.tables import read_table
+from rtic import config
+from rtic.tables import check_input_file, read_table
 
 # Column names in the Innovate UK file (and plainer ones a user may have).
 _PROJECT = ["project number", "project_number", "project_id", "project"]
@@ -33,10 +34,10 @@ MEMBER_COLUMNS = ["community_id", "participant_id", "participant_name", "firm_id
 
 @dataclass(frozen=True)
 class CommunityParams:
-    max_participants: int = 50
+    max_participants: int = config.MAX_PARTICIPANTS
     min_members: int = 3
-    resolution: float = 1.0
-    seed: int = 0
+    resolution: float = config.RESOLUTION
+    seed: int = config.SEED
 
 
 @dataclass
@@ -72,9 +73,84 @@ def _normalise_name(value) -> str:
     return " ".join(text.split())
 
 
+SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm"}
+HEADER_SEARCH_ROWS = 20  # a title or notes may sit above the header row of a published spreadsheet
+
+
+def _cell_text(value) -> str:
+    """A spreadsheet cell as the text a CSV export would hold: 1234 (a number-typed CRN) → '1234', dates ISO."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _is_header(row: tuple) -> bool:
+    names = {_cell_text(v).strip().lower() for v in row}
+    return bool(names & set(_PROJECT)) and bool(names & set(_NAME + _CRN))
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Repeated column names made distinct as pandas' CSV reader does: 'Postcode', 'Postcode.1'."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(f"{name}.{count}" if count else name)
+    return out
+
+
+def read_spreadsheet(path: Path, what: str = "participation file") -> tuple[pd.DataFrame, np.ndarray]:
+    """The first sheet of an .xlsx workbook with a participation header row (searched in its first rows), as strings,
+    and the sheet row number of each row (blank rows are left out)."""
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, XML, KeyError and its own errors for a damaged or foreign file
+        raise RticError(f"cannot read {what} {path} as an .xlsx workbook ({type(exc).__name__}): save it as .xlsx or CSV") from None
+    names = ", ".join(s.title for s in book.worksheets)
+    try:
+        for sheet in book.worksheets:
+            sheet.reset_dimensions()  # rows as stored: a file's claimed dimensions could pad every row to 16,384 cells
+            rows = sheet.iter_rows(values_only=True)
+            for number in range(1, HEADER_SEARCH_ROWS + 1):
+                header = next(rows, None)
+                if header is None:
+                    break
+                if _is_header(header):
+                    width = len(header)
+                    columns = _unique([_cell_text(c).strip() or f"column {i + 1}" for i, c in enumerate(header)])
+                    body, lines = [], []
+                    for line, row in enumerate(rows, start=number + 1):
+                        cells = [_cell_text(v) for v in row[:width]]
+                        if any(c.strip() for c in cells):  # empty rows are formatting, not data
+                            body.append(cells + [""] * (width - len(cells)))
+                            lines.append(line)
+                    return pd.DataFrame(body, columns=columns, dtype=str), np.array(lines, dtype=int)
+    except Exception as exc:
+        raise RticError(f"cannot read {what} {path}: the workbook is damaged ({type(exc).__name__})") from None
+    finally:
+        book.close()
+    raise RticError(f"{what} {path}: no sheet ({names}) has a header row with 'Project Number' and 'Participant Name' or "
+                    f"'CRN' in its first {HEADER_SEARCH_ROWS} rows")
+
+
 def read_participation(path: str | Path) -> Participation:
-    """Read project-participation rows; rows without a project or any participant identity are reported."""
-    raw = read_table(path, "participation file")
+    """Read project-participation rows (CSV, Parquet or .xlsx); rows without a project or any participant identity
+    are reported."""
+    path = Path(path)
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        raw, lines = read_spreadsheet(check_input_file(path, "participation file"))
+    elif path.suffix.lower() == ".xls":
+        raise RticError(f"participation file {path} is an old binary .xls workbook: save it as .xlsx or CSV")
+    else:
+        raw = read_table(path, "participation file")
+        lines = np.arange(len(raw)) + 2  # line 1 is the header
     cols = list(raw.columns)
     project, name, crn, postcode = (_find(cols, n) for n in (_PROJECT, _NAME, _CRN, _POSTCODE))
     if project is None or (name is None and crn is None):
@@ -87,7 +163,7 @@ def read_participation(path: str | Path) -> Participation:
     participant = np.where(crns != "", crns, np.where(keys != "", "name:" + keys, ""))
     rows = pd.DataFrame({"project_id": proj, "participant_id": participant, "participant_name": names, "crn": crns,
                          "postcode": raw[postcode].astype(str).str.strip() if postcode else empty})
-    rows["line"] = np.arange(len(rows)) + 2
+    rows["line"] = lines
     no_project = rows["project_id"].isin(["", "nan", "None"])
     no_one = rows["participant_id"] == ""
     problems = pd.concat([

@@ -6,7 +6,9 @@ Two kinds of lookup are read, told apart by their rows:
 - postcode-district (outcode) centroids: an outcode column plus easting/northing or latitude/longitude.
 A firm is placed by, in order: its own `lat`/`lon` in the register, its full postcode in an ONSPD lookup, its
 postcode district in a centroid lookup (or, failing that, the mean of the ONSPD postcodes of that district).
-Every firm comes back with `geo_source` saying which, or why it could not be placed; none is dropped.
+Every firm comes back with `geo_source` saying which, or why it could not be placed; none is dropped. Areas (LAD,
+TTWA, …) come from the full postcode, else from the district: the most common area of its ONSPD postcodes, or the
+centroid file's own columns, whichever file first has one.
 """
 
 from __future__ import annotations
@@ -164,22 +166,37 @@ def _district_rows(rows: pd.DataFrame) -> pd.DataFrame:
     full = rows[(rows["postcode"] != "") & rows["easting"].notna() & ~member_of(rows["outcode"], explicit.index)]
     derived = full.groupby("outcode")[["easting", "northing"]].mean()
     for level in [c for c in rows.columns if c in AREA_LEVELS]:
-        counts = full.groupby(["outcode", level]).size().reset_index(name="n").sort_values(["outcode", "n"], ascending=[True, False])
+        # The most common non-blank area of the district's postcodes; a tie goes to the smaller code.
+        counts = full[full[level] != ""].groupby(["outcode", level]).size().reset_index(name="n")
+        counts = counts.sort_values(["outcode", "n", level], ascending=[True, False, True], kind="stable")
         derived[level] = counts.drop_duplicates("outcode").set_index("outcode")[level]
     return pd.concat([explicit, derived])
 
 
 def load_lookup(paths: list[str | Path]) -> PostcodeLookup:
-    """Combine lookups; the first file that knows a postcode, or a district, wins."""
+    """Combine lookups: the first file that knows a postcode wins; a district's position comes from the first file that
+    places it and each of its areas from the first file that gives it one."""
     frames = [read_postcode_lookup(p) for p in paths]
     if not frames:
         raise RticError("no postcode lookup given")
     rows = pd.concat(frames, ignore_index=True)
     full = rows[rows["postcode"] != ""].drop_duplicates("postcode").set_index("postcode")
-    districts = pd.concat([_district_rows(f) for f in frames])
-    districts = districts[~districts.index.duplicated(keep="first")]
     areas = [c for c in rows.columns if c in AREA_LEVELS]
-    return PostcodeLookup(full, districts, {a: a for a in areas}, [str(p) for p in paths])
+    return PostcodeLookup(full, _combine_districts([_district_rows(f) for f in frames], areas), {a: a for a in areas},
+                          [str(p) for p in paths])
+
+
+def _combine_districts(per_file: list[pd.DataFrame], areas: list[str]) -> pd.DataFrame:
+    """One row per district: the position from the first file that places it, each area from the first file that
+    gives the district one (a centroid file with no LADs, then an ONSPD: the centroid's position, ONSPD's LAD)."""
+    rows = pd.concat(per_file)
+    placed = rows.dropna(subset=["easting", "northing"])
+    position = placed.loc[~placed.index.duplicated(keep="first"), ["easting", "northing"]]
+    position = position.reindex(rows.index.unique())
+    if not areas:
+        return position
+    known = rows.reindex(columns=areas).replace({"": np.nan})
+    return position.join(known.groupby(level=0, sort=False).first())
 
 
 def _inside_bng(easting: np.ndarray, northing: np.ndarray) -> np.ndarray:
@@ -233,8 +250,9 @@ def locate_firms(register: pd.DataFrame, lookup: PostcodeLookup | None) -> pd.Da
         full = lookup.postcodes.reindex(firms["postcode"])
         dist = lookup.districts.reindex(firms["outcode"])
         in_full = full["easting"].notna().to_numpy()
-        known_no_grid = member_of(firms["postcode"], lookup.postcodes.index) & ~in_full
         in_dist = dist["easting"].notna().to_numpy() & ~in_full
+        # Listed, but with no usable grid reference (ONSPD osgrdind 9; off the grid, e.g. the Channel Islands).
+        known_no_grid = (member_of(firms["postcode"], lookup.postcodes.index) | member_of(firms["outcode"], lookup.districts.index)) & ~in_full & ~in_dist
         east[in_full], north[in_full] = full["easting"].to_numpy()[in_full], full["northing"].to_numpy()[in_full]
         east[in_dist], north[in_dist] = dist["easting"].to_numpy()[in_dist], dist["northing"].to_numpy()[in_dist]
         source[in_full] = FROM_POSTCODE
@@ -263,8 +281,11 @@ def locate_firms(register: pd.DataFrame, lookup: PostcodeLookup | None) -> pd.Da
     for level, values in areas.items():
         firms[level] = pd.Series(values).replace({"": None}).to_numpy(dtype=object)
     firms["geo_source"] = source
-    if "district" not in firms.columns:
-        firms["district"] = firms["outcode"].replace({"": None})
+    # The postcode district as an area: only districts the lookup knows (a typo's outcode is no area).
+    known = (firms["outcode"] != "").to_numpy().copy()
+    if lookup is not None:
+        known &= member_of(firms["outcode"], lookup.districts.index) | member_of(firms["postcode"], lookup.postcodes.index)
+    firms["district"] = np.where(known, firms["outcode"].to_numpy(dtype=object), None)
     return firms
 
 

@@ -10,24 +10,38 @@ import pandas as pd
 
 from rtic.contracts import parse_bool_column
 from rtic.errors import RticError
-from rtic.clusters.geography import PLACED, PostcodeLookup, load_lookup, locate_firms, member_of
+from rtic.clusters.geography import (INVALID_POSTCODE, NO_GRID_REFERENCE, NO_POSTCODE, PLACED, UNKNOWN_POSTCODE, PostcodeLookup,
+                                     load_lookup, locate_firms, member_of)
 from rtic.register import read_register
 from rtic.tables import read_table, require_columns
 
 LABEL_REQUIRED = ["firm_id", "sector_id", "assigned"]
-PROBLEM_COLUMNS = ["firm_id", "postcode", "reason"]
+# A firm left out of a stage: `postcode` as the register gives it (a bad one kept as it is), `reason` a short code
+# to group by, `detail` the particulars.
+PROBLEM_COLUMNS = ["firm_id", "postcode", "reason", "detail"]
 NOT_IN_REGISTER = "not in register"
+GIVEN_POSTCODE = "postcode_given"  # the register's postcode text, beside the normalised `postcode`
+DETAILS = {
+    NO_POSTCODE: "the register row has no postcode and no lat/lon",
+    INVALID_POSTCODE: "not in the form of a UK postcode",
+    UNKNOWN_POSTCODE: "neither the postcode nor its district is in the postcode lookup(s)",
+    NO_GRID_REFERENCE: "the lookup lists the postcode or its district without a usable grid reference (ONSPD osgrdind 9, "
+                       "or off the British National Grid, as the Channel Islands are)",
+    NOT_IN_REGISTER: "labelled, but its firm_id is not in the register",
+}
 
 
 @dataclass
 class ClusterInputs:
     """`firms`: one row per labelled firm (located or not); `assignments`: (firm_id, sector_id) pairs assigned;
-    `problems`: firms without coordinates and why. The base population of every statistic is the labelled firms."""
+    `problems`: firms without coordinates and why (PROBLEM_COLUMNS). The base population of every statistic is the
+    labelled firms."""
 
     firms: pd.DataFrame
     assignments: pd.DataFrame
     sector_ids: list[str]
     problems: pd.DataFrame
+    districts: pd.DataFrame | None = None  # the lookup's district centroids (easting, northing): context on maps
 
     @property
     def located(self) -> pd.DataFrame:
@@ -60,17 +74,26 @@ def build_inputs(labels: pd.DataFrame, register: pd.DataFrame, lookup: PostcodeL
     in_register = member_of(labelled_ids, reg.index)
     reg_rows = reg.loc[labelled_ids[in_register]].reset_index(drop=True)
     located = locate_firms(reg_rows, lookup)
+    given = reg_rows["postcode"] if "postcode" in reg_rows.columns else pd.Series("", index=reg_rows.index)
+    located[GIVEN_POSTCODE] = given.fillna("").astype(str).str.strip().to_numpy()
     # Other register columns (a region the user coded, sic_codes, …) can serve as areas or labels in the report.
     extra = [c for c in reg_rows.columns if c not in located.columns and c not in {"text", "lat", "lon"}]
     located = pd.concat([located, reg_rows[extra].replace({"": None})], axis=1)
     missing = pd.DataFrame({"firm_id": labelled_ids[~in_register], "postcode": "", "outcode": "",
-                            "easting": np.nan, "northing": np.nan, "geo_source": NOT_IN_REGISTER})
+                            "easting": np.nan, "northing": np.nan, "geo_source": NOT_IN_REGISTER, GIVEN_POSTCODE: ""})
     firms = pd.concat([located, missing], ignore_index=True) if len(missing) else located
     sectors = sorted(labels["sector_id"].unique())
     assignments = labels.loc[labels["assigned"], ["firm_id", "sector_id"]].drop_duplicates().reset_index(drop=True)
     unplaced = firms[~member_of(firms["geo_source"], list(PLACED))]
-    problems = pd.DataFrame({"firm_id": unplaced["firm_id"], "postcode": unplaced["postcode"], "reason": unplaced["geo_source"]})
-    return ClusterInputs(firms, assignments, sectors, problems.reset_index(drop=True))
+    problems = problem_rows(unplaced, unplaced["geo_source"], unplaced["geo_source"].map(DETAILS).fillna(""))
+    districts = lookup.districts[["easting", "northing"]].dropna() if lookup is not None else None
+    return ClusterInputs(firms, assignments, sectors, problems, districts)
+
+
+def problem_rows(firms: pd.DataFrame, reason, detail) -> pd.DataFrame:
+    """PROBLEM_COLUMNS for some of `firms` (each firm's postcode as the register gives it)."""
+    return pd.DataFrame({"firm_id": firms["firm_id"].to_numpy(), "postcode": firms[GIVEN_POSTCODE].to_numpy(),
+                         "reason": np.asarray(reason, dtype=object), "detail": np.asarray(detail, dtype=object)})
 
 
 def load_inputs(labels_path, register_path, lookup_paths: list | None = None) -> ClusterInputs:

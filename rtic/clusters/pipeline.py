@@ -8,8 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from rtic.clusters.communities import CommunityParams, CommunityResult, find_communities, read_participation
+from rtic.clusters.geography import load_area_names
+from rtic.clusters.gis import write_gis
 from rtic.clusters.inputs import ClusterInputs
 from rtic.clusters.spatial import SpatialParams, SpatialResult, spatial_clusters
+from rtic.clusters.specialisation import SpecialisationParams, choose_area, left_out, specialisation
 from rtic.clusters.typology import TypologyParams, group_criteria, rd_active_firms
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
@@ -32,6 +35,39 @@ def check_out(out: str | Path) -> Path:
 def write_unplaced(inputs: ClusterInputs, out: Path) -> Path:
     """Every labelled firm without coordinates, with its reason, beside the main output (always written)."""
     return write_atomically(inputs.problems, sibling(out, "unplaced", ".csv"))
+
+
+@dataclass
+class SpecialisationRun:
+    table: pd.DataFrame  # SPECIALISATION_COLUMNS
+    area: str  # the area level used (`auto` resolved)
+    note: str  # why `auto` chose it ('' when named)
+    left_out: pd.DataFrame  # PROBLEM_COLUMNS: labelled firms not counted in any area, and why
+    left_out_path: Path
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should read: the area chosen, and how many firms it counts and leaves out (and why)."""
+        counted = int(self.table.groupby("area_code")["area_firms"].first().sum())
+        reasons = ", ".join(f"{r}: {n}" for r, n in self.left_out["reason"].value_counts().items())
+        lines = [self.note] if self.note else []
+        lines.append(f"specialisation by {self.area}: {counted} labelled firm(s) counted in {self.table['area_code'].nunique()} area(s), "
+                     f"{len(self.left_out)} not counted" + (f" ({reasons}; listed in {self.left_out_path.name})" if len(self.left_out) else ""))
+        return lines
+
+
+def run_specialisation(inputs: ClusterInputs, out, area: str, params: SpecialisationParams = SpecialisationParams(),
+                       names_path=None) -> SpecialisationRun:
+    """Location quotients by area (names from `names_path`: JSON object or code,name CSV, when given); write OUT and
+    OUT.unplaced.csv (every labelled firm not counted, with its reason)."""
+    out = check_out(out)
+    names = load_area_names(names_path) if names_path else None
+    column, note = choose_area(inputs, area)
+    table = specialisation(inputs, column, params, names)
+    gone = left_out(inputs, column)
+    write_atomically(table, out)
+    path = write_atomically(gone, sibling(out, "unplaced", ".csv"))
+    return SpecialisationRun(table, column, note, gone, path)
 
 
 @dataclass
@@ -79,7 +115,7 @@ def type_communities(inputs: ClusterInputs, collab: CollaborationData, params: T
 
 def run_spatial(inputs: ClusterInputs, out, params: SpatialParams, typology: TypologyParams,
                 participation=None, community_params: CommunityParams = CommunityParams(), sectors=None, progress=print):
-    """Cluster, type, and write OUT (clusters), OUT.members, OUT.unplaced.csv."""
+    """Cluster, type, and write OUT (clusters), OUT.members, the GeoJSON files (gis_paths) and OUT.unplaced.csv."""
     out = check_out(out)
     collab = load_collaboration(participation, inputs, community_params) if participation else None
     spatial = spatial_clusters(inputs, params, sectors, progress)
@@ -89,8 +125,14 @@ def run_spatial(inputs: ClusterInputs, out, params: SpatialParams, typology: Typ
         table = table.merge(types.drop(columns=["member_firms"]).rename(columns={"group_id": "cluster_id"}), on="cluster_id", how="left")
     write_atomically(table, out)
     write_atomically(spatial.members, sibling(out, "members"))
+    write_gis(spatial, table, *gis_paths(out))
     write_unplaced(inputs, out)
     return spatial, table, collab
+
+
+def gis_paths(out) -> tuple[Path, Path, Path]:
+    """OUT.hulls.geojson, OUT.centroids.geojson, OUT.members.geojson (see clusters.gis)."""
+    return tuple(sibling(out, tag, ".geojson") for tag in ("hulls", "centroids", "members"))
 
 
 def run_communities(inputs: ClusterInputs, participation, out, params: CommunityParams, typology: TypologyParams):
@@ -109,3 +151,19 @@ def run_communities(inputs: ClusterInputs, participation, out, params: Community
     write_atomically(collab.problems, sibling(out, "participation_problems", ".csv"))
     write_unplaced(inputs, out)
     return collab, table
+
+
+def run_report(inputs: ClusterInputs, out_dir, area: str, spec_params: SpecialisationParams, names_path, spatial_params: SpatialParams,
+               typology: TypologyParams, participation=None, community_params: CommunityParams = CommunityParams()) -> tuple[Path, list[str]]:
+    """Specialisation, spatial clusters and (with participation) communities as CSV under out_dir, plus the HTML report and maps."""
+    from rtic.clusters.report import write_report
+
+    out_dir = Path(out_dir)
+    run = run_specialisation(inputs, out_dir / "specialisation.csv", area, spec_params, names_path)
+    spatial, clusters, collab = run_spatial(inputs, out_dir / "clusters.csv", spatial_params, typology, participation, community_params,
+                                            None, lambda *_: None)
+    communities = None
+    if participation:
+        collab, communities = run_communities(inputs, participation, out_dir / "communities.csv", community_params, typology)
+    notes = run.notes + spatial.notes + (collab.notes if collab else [])
+    return write_report(out_dir, inputs, run.table, spatial, clusters, communities, notes), notes

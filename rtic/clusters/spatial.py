@@ -21,6 +21,7 @@ import pandas as pd
 from rtic.clusters.inputs import ClusterInputs, sector_firms
 from rtic.errors import RticError
 from rtic.clusters.geography import to_latlon
+from rtic import config
 
 CLUSTER_COLUMNS = [
     "cluster_id", "sector_id", "firms", "centroid_easting", "centroid_northing", "centroid_lat", "centroid_lon",
@@ -28,16 +29,16 @@ CLUSTER_COLUMNS = [
     "footprint_firms", "footprint_sector_firms", "sector_share", "national_share", "lq",
 ]
 MEMBER_COLUMNS = ["firm_id", "sector_id", "cluster_id", "easting", "northing"]
-METHODS = ("dbscan", "hdbscan")
+METHODS = config.CLUSTER_METHODS
 
 
 @dataclass(frozen=True)
 class SpatialParams:
-    method: str = "dbscan"
-    eps_m: float = 1000.0
-    min_samples: int = 10
-    min_cluster_firms: int = 10
-    cell_m: float = 1000.0
+    method: str = config.CLUSTER_METHOD
+    eps_m: float = config.EPS_M
+    min_samples: int = config.MIN_SAMPLES
+    min_cluster_firms: int = config.MIN_CLUSTER_FIRMS
+    cell_m: float = config.EPS_M
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -5,12 +5,20 @@ s in all areas and N labelled firms in all areas:
 
     LQ = (n_as / n_a) / (N_s / N)
 
-The confidence interval is the delta-method interval on log LQ (Moineddin, Beyene & Boyle 2003):
-Var(ln LQ) ≈ 1/n_as − 1/n_a − 1/N_s + 1/N, interval exp(ln LQ ± z·√Var). With n_as = 0 the LQ is 0, the lower bound
-0 and the upper bound uses n_as = 0.5 (the usual continuity correction) so that it stays informative.
+The confidence interval is exact for small counts: the Clopper–Pearson interval for the area's share n_as / n_a
+(binomial, n_a firms), divided by the national share N_s / N, which is taken as known. It is the binomial form of the
+exact Poisson (Garwood) interval on n_as, and approaches it when the sector is a small part of the area; unlike a
+normal approximation it never collapses to zero width (one firm of one: LQ = N/N_s, interval from 0.025·N/N_s to
+N/N_s at 95%) and never passes the largest possible LQ, N/N_s. With n_as = 0 the LQ and the lower bound are 0 and
+the upper bound is 1 − (α/2)^(1/n_a) over the national share.
 
 An area is *specialised* in a sector when LQ ≥ lq_threshold and n_as ≥ min_count; *significant* when, in addition,
 the lower bound of the interval is above 1.
+
+Areas: a level of the postcode lookup (lad, ttwa, …), `district` (postcode district), any register column, or
+`auto` (the default): LADs when the lookups give one to at least AUTO_COVERAGE of the firms that have a postcode
+district, else postcode districts, so that firms placed by a district centroid without a LAD are not lost. Every
+labelled firm not counted in the chosen areas is listed by `left_out` with its reason.
 """
 
 from __future__ import annotations
@@ -19,11 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import beta
 
-from rtic.clusters.inputs import ClusterInputs, area_column
+from rtic.clusters.geography import FROM_POSTCODE, PLACED, member_of
+from rtic.clusters.inputs import ClusterInputs, area_column, problem_rows
 from rtic.errors import RticError
+from rtic import config
 
+AUTO = "auto"
+AUTO_COVERAGE = 0.99  # share of the firms with a postcode district that must have a LAD for `auto` to use LADs
 SPECIALISATION_COLUMNS = [
     "area_level", "area_code", "area_name", "sector_id", "firms", "area_firms", "sector_firms", "total_firms",
     "share", "national_share", "lq", "lq_low", "lq_high", "specialised", "significant",
@@ -32,9 +44,9 @@ SPECIALISATION_COLUMNS = [
 
 @dataclass(frozen=True)
 class SpecialisationParams:
-    lq_threshold: float = 1.25
-    min_count: int = 10
-    confidence: float = 0.95
+    lq_threshold: float = config.LQ_THRESHOLD
+    min_count: int = config.MIN_COUNT
+    confidence: float = config.CONFIDENCE
 
     def __post_init__(self):
         if not 0 < self.confidence < 1:
@@ -44,28 +56,68 @@ class SpecialisationParams:
 
 
 def location_quotients(firms: np.ndarray, area_firms: np.ndarray, sector_firms: np.ndarray, total: float,
-                       confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       confidence: float = config.CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LQ and its (low, high) interval for arrays of counts; see the module docstring."""
     firms, area_firms, sector_firms = (np.asarray(v, dtype=float) for v in (firms, area_firms, sector_firms))
-    z = norm.ppf(0.5 + confidence / 2)
+    alpha = 1 - confidence
     with np.errstate(divide="ignore", invalid="ignore"):
-        lq = (firms / area_firms) / (sector_firms / total)
-        n = np.where(firms > 0, firms, 0.5)
-        lq_for_ci = (n / area_firms) / (sector_firms / total)
-        var = np.clip(1 / n - 1 / area_firms - 1 / sector_firms + 1 / total, 0, None)
-        half = z * np.sqrt(var)
-        low = np.where(firms > 0, lq_for_ci * np.exp(-half), 0.0)
-        high = lq_for_ci * np.exp(half)
-    undefined = (area_firms <= 0) | (sector_firms <= 0)
+        national = sector_firms / total
+        lq = (firms / area_firms) / national
+        # Clopper–Pearson bounds of the share; beta.ppf is NaN at a zero shape parameter, where the bound is 0 or 1.
+        low_share = np.where(firms > 0, beta.ppf(alpha / 2, np.maximum(firms, 1), area_firms - firms + 1), 0.0)
+        high_share = np.where(firms < area_firms, beta.ppf(1 - alpha / 2, firms + 1, np.maximum(area_firms - firms, 1)), 1.0)
+        low, high = low_share / national, high_share / national
+    undefined = (area_firms <= 0) | (sector_firms <= 0) | (firms > area_firms)
     for arr in (lq, low, high):
         arr[undefined] = np.nan
     return lq, low, high
 
 
+def choose_area(inputs: ClusterInputs, area: str) -> tuple[str, str]:
+    """The area column to use and, for `auto`, a line saying why it was chosen."""
+    if area != AUTO:
+        return area_column(inputs, area), ""
+    firms = inputs.firms
+    has_district = firms["district"].notna() if "district" in firms.columns else pd.Series(False, index=firms.index)
+    with_district = int(has_district.sum())
+    with_lad = int((has_district & firms["lad"].notna()).sum()) if "lad" in firms.columns else 0
+    if with_district and with_lad >= AUTO_COVERAGE * with_district:
+        return "lad", f"area auto: lad ({with_lad} of the {with_district} firms with a known postcode district have a LAD)"
+    if with_district == 0:
+        raise RticError("--area auto: no labelled firm has a postcode district the lookup knows; name an area level or register column")
+    return "district", (f"area auto: postcode district, as only {with_lad} of the {with_district} firms with a known postcode "
+                        f"district have a LAD in the lookups (--area lad counts those and lists the others as left out)")
+
+
+def left_out(inputs: ClusterInputs, area: str) -> pd.DataFrame:
+    """Every labelled firm not counted in `area` (PROBLEM_COLUMNS): unplaced firms with their own reason, and placed
+    firms the lookups give no such area (reason 'no <area> area')."""
+    firms = inputs.firms
+    values = firms[area]
+    gone = firms[(values.isna() | (values.astype(str).str.strip() == "")).to_numpy()]
+    unplaced = gone[~member_of(gone["geo_source"], list(PLACED))]
+    placed = gone[member_of(gone["geo_source"], list(PLACED))]
+
+    def why(firm) -> str:
+        if firm.geo_source == FROM_POSTCODE:
+            return f"placed by postcode {firm.postcode}, which the lookups give no {area}"
+        if firm.outcode:
+            return f"placed by {firm.geo_source}; the lookups give postcode district {firm.outcode} no {area}"
+        return f"placed by {firm.geo_source}, with no postcode to give it a {area}"
+
+    problems = inputs.problems
+    return pd.concat([
+        problems[member_of(problems["firm_id"], unplaced["firm_id"])],
+        problem_rows(placed, f"no {area} area", [why(f) for f in placed[["geo_source", "postcode", "outcode"]].fillna("").itertuples()]),
+    ], ignore_index=True)
+
+
 def specialisation(inputs: ClusterInputs, area: str, params: SpecialisationParams = SpecialisationParams(),
                    names: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per (area, sector), every sector in the labels and every area with a labelled firm (zeros included)."""
-    column = area_column(inputs, area)
+    """One row per (area, sector), every sector in the labels and every area with a labelled firm (zeros included).
+    `area` may be `auto` (see choose_area); the table's area_level says which was used."""
+    column, _ = choose_area(inputs, area)
+    area = column
     base = inputs.firms[["firm_id", column]].dropna()
     base = base[base[column].astype(str).str.strip() != ""]
     if base.empty:

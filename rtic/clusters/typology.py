@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rtic.clusters.inputs import ClusterInputs, parse_assigned
+from rtic import config
 
 SPECIALISED, RD_COLLABORATING, DIVERSE, DISPERSED = "Specialised", "R&D Collaborating", "Diverse", "Dispersed"
 NOT_RD_ACTIVE, NO_TYPE = "not R&D-active", "none"
@@ -43,12 +44,12 @@ CRITERIA_COLUMNS = [
 
 @dataclass(frozen=True)
 class TypologyParams:
-    rd_share: float = 0.5
-    colocated_km: float = 30.0
+    rd_share: float = config.RD_SHARE
+    colocated_km: float = config.COLOCATED_KM
     colocated_share: float = 0.5
-    lq_threshold: float = 1.25
-    min_sector_firms: int = 5
-    collab_share: float = 0.5
+    lq_threshold: float = config.LQ_THRESHOLD
+    min_sector_firms: int = config.MIN_GROUP_FIRMS
+    collab_share: float = config.COLLAB_SHARE
 
 
 def cluster_type(rd_active: bool, colocated: bool, specialised: bool, collaborating: bool) -> str:

@@ -32,6 +32,7 @@ from rtic.crawl.safety import url_problem
 from rtic.crawl.store import Store, page_html
 from rtic.errors import RticError
 from rtic.register import read_register
+from rtic import config
 
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least the first 500 KiB; a longer file is cut there, not ignored
 ROBOTS_MAX_AGE = 24 * 3600.0
@@ -41,16 +42,16 @@ UNREACHABLE = {"dns", "connect", "connect_timeout", "tls", "unsafe"}
 
 @dataclass
 class CrawlOptions:
-    concurrency: int = 32  # sites in flight at once
-    delay: float = 1.0  # seconds between request starts to one origin
-    max_crawl_delay: float = 30.0  # cap on robots.txt Crawl-delay
-    max_pages: int = 8  # pages besides the home page
-    max_site_bytes: int = 15_000_000
-    retries: int = 2  # extra attempts on 429, 5xx and connection errors
-    backoff: float = 1.0  # first retry wait; doubles, with jitter
+    concurrency: int = config.CRAWL_CONCURRENCY
+    delay: float = config.CRAWL_DELAY
+    max_crawl_delay: float = config.MAX_CRAWL_DELAY
+    max_pages: int = config.MAX_PAGES
+    max_site_bytes: int = config.MAX_SITE_BYTES
+    retries: int = config.RETRIES
+    backoff: float = config.BACKOFF
     max_retry_after: float = 120.0  # a longer Retry-After gives up instead of waiting
     recrawl_after: float | None = None  # seconds; None: finished sites are never refetched
-    contact_url: str = "https://github.com/rtic/rtic"
+    contact_url: str = config.CONTACT_URL
     workers: int = 0  # processes for text extraction (0: in the event loop; the CLI uses up to 4)
     fetch: FetchOptions = field(default_factory=FetchOptions)
 

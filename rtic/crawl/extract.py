@@ -11,12 +11,16 @@ can put them first.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lxml.html
 from lxml import etree
+
+from rtic.errors import RticError
 
 NEVER_CONTENT = {
     "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed", "video", "audio",
@@ -333,3 +337,13 @@ def extract(html: str | bytes, url: str | None = None, declared_charset: str | N
     result.blocks = keep
     return result
 
+
+def extract_file(path: str | Path, url: str | None = None) -> Extracted:
+    """Extract one saved page (HTML, or gzip-compressed .gz) as the crawler does."""
+    path = Path(path)
+    if not path.is_file():
+        raise RticError(f"page not found: {path}")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return extract(data, url=url)

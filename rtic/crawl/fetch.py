@@ -20,6 +20,7 @@ import httpcore
 import httpx
 
 from rtic.crawl.safety import BadURL, SafeBackend, UnsafeTarget, check_url
+from rtic import config
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -28,10 +29,10 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 @dataclass
 class FetchOptions:
     user_agent: str = "rtic-crawler/0.1 (+https://github.com/rtic/rtic; research crawler for industrial classification)"
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    page_timeout: float = 45.0  # the whole request, however slowly the server drips bytes
-    max_page_bytes: int = 3_000_000  # decoded bytes
+    connect_timeout: float = config.CONNECT_TIMEOUT
+    read_timeout: float = config.READ_TIMEOUT
+    page_timeout: float = config.PAGE_TIMEOUT
+    max_page_bytes: int = config.MAX_PAGE_BYTES
     max_redirects: int = 5
     allow_private: bool = False
     max_connections: int = 64

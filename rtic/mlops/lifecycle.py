@@ -19,6 +19,7 @@ import pandas as pd
 from rtic.mlops import registry
 from rtic.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
 from rtic.errors import RticError
+from rtic import config
 
 KEY_METRICS = ("macro_f1", "micro_f1", "macro_pr_auc", "macro_ece")
 
@@ -149,7 +150,7 @@ class Promotion:
     message: str
 
 
-def promote(settings: Settings, version: str, eval_set: str | None = None, tolerance: float = 0.01, force: bool = False,
+def promote(settings: Settings, version: str, eval_set: str | None = None, tolerance: float = config.PROMOTE_TOLERANCE, force: bool = False,
             reason: str = "", who: str | None = None, name: str = MODEL_NAME, metric: str = "f1") -> Promotion:
     """Point `champion` at `version` when its macro metric on `eval_set` is no worse than the champion's
     minus `tolerance` (-1 to 1; below 0 the candidate must beat the champion by that much); with `force`, promote
@@ -188,10 +189,12 @@ def promote(settings: Settings, version: str, eval_set: str | None = None, toler
     return Promotion(version, previous, True, force, f"v{version} is champion (was {previous or 'none'}); {reason or message}")
 
 
-def ui_command(settings: Settings, port: int = 5000) -> list[str]:
+def ui_command(settings: Settings, port: int = config.UI_PORT) -> list[str]:
     """The `mlflow ui` command line for this project's store, bound to 127.0.0.1 only."""
     import sys
 
+    if not 1 <= port <= 65535:
+        raise RticError(f"--port must be between 1 and 65535, got {port}")
     uri = settings.resolved_tracking_uri
     cmd = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     if uri.startswith("sqlite:"):

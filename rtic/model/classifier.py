@@ -15,11 +15,13 @@ from typing import Sequence
 
 import numpy as np
 from scipy import sparse
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
+from rtic import config
 
-FEATURE_SETS = ("embedding", "tfidf", "embedding+tfidf")
+FEATURE_SETS = config.FEATURE_SETS
 STACKS = ("own", "all", "")  # second stage per sector: its own score (+ neighbours), every sector's, none
 
 
@@ -93,18 +95,26 @@ class OnColumns:
         return self.model.decision_function(X[:, self.columns])
 
 
-class SectorClassifier:
+class SectorClassifier(BaseEstimator):
     """Multi-label sector classifier: fit(texts, Y) / predict_proba(texts) / predict(texts).
 
-    `encoder` is anything with `encode(texts) -> ndarray` (rtic.embed.encoder.Encoder); it is not pickled
-    with the classifier and is attached again at load time.
+    A scikit-learn estimator: the constructor only stores its parameters (get_params, set_params and
+    clone work); they are checked in `fit`. `encoder` is anything with `encode(texts) -> ndarray`
+    (rtic.embed.encoder.Encoder); it is not pickled with the classifier and is attached again at load time.
+
+    Each training text is also learnt from its first `lead_sentences` sentence(s), so that short texts
+    (a one-line description, a sparse home page) are scored on the same scale as long ones. The second
+    stage (`stack`): a sector's final score is a logistic regression over its first-stage score and the
+    similarity-weighted share of the `neighbours` nearest training texts in the sector: near neighbours
+    carry label evidence a linear model misses. stack="all" gives it every sector's scores and shares
+    (sectors co-occur), which measured worse on Techstars (README).
     """
 
     def __init__(
         self,
-        sector_ids: Sequence[str],
+        sector_ids: Sequence[str] = (),
         encoder=None,
-        features: str = "embedding+tfidf",
+        features: str = config.FEATURES,
         C: float = 1.0,
         tfidf_weight: float = 1.0,
         cv: int = 5,
@@ -114,27 +124,29 @@ class SectorClassifier:
         stack: str = "own",
         neighbours: int = 20,
     ):
-        if features not in FEATURE_SETS:
-            raise ValueError(f"features must be one of {FEATURE_SETS}")
-        if stack not in STACKS:
-            raise ValueError(f"stack must be one of {STACKS}")
-        self.sector_ids = list(sector_ids)
+        self.sector_ids = sector_ids
         self.encoder = encoder
         self.features = features
         self.C = C
         self.tfidf_weight = tfidf_weight
         self.cv = cv
         self.min_positives = min_positives
-        # Each training text is also learnt from its first sentence(s), so that short texts (a
-        # one-line description, a sparse home page) are scored on the same scale as long ones.
-        self.lead_sentences = tuple(lead_sentences)
+        self.lead_sentences = lead_sentences
         self.random_state = random_state
-        # Second stage: a sector's final score is a logistic regression over its first-stage score and the
-        # similarity-weighted share of the `neighbours` nearest training texts in the sector: near
-        # neighbours carry label evidence a linear model misses. stack="all" gives it every sector's
-        # scores and shares (sectors co-occur), which measured worse on Techstars (README).
         self.stack = stack
         self.neighbours = neighbours
+
+    def _validate_params(self) -> None:
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"features must be one of {FEATURE_SETS}")
+        if self.stack not in STACKS:
+            raise ValueError(f"stack must be one of {STACKS}")
+        if not len(self.sector_ids) or len(set(self.sector_ids)) != len(self.sector_ids):
+            raise ValueError("sector_ids must be a non-empty list of distinct ids")
+        if not (np.isfinite(self.C) and self.C > 0) or not (np.isfinite(self.tfidf_weight) and self.tfidf_weight >= 0):
+            raise ValueError("C must be a positive number and tfidf_weight a non-negative one")
+        if int(self.cv) < 2 or int(self.neighbours) < 0 or int(self.min_positives) < 1:
+            raise ValueError("cv must be at least 2, neighbours at least 0, min_positives at least 1")
 
     # -- features -------------------------------------------------------------------------
     def _uses(self, part: str) -> bool:
@@ -211,6 +223,8 @@ class SectorClassifier:
         `groups` keeps rows of one firm (e.g. a text and its lead snippet) in the same fold, so
         out-of-fold scores never see a near-copy of the row being scored.
         """
+        self._validate_params()
+        self.sector_ids = list(self.sector_ids)
         texts = [str(t) for t in texts]
         Y = np.asarray(Y, dtype=int)
         if Y.shape != (len(texts), len(self.sector_ids)):
@@ -266,7 +280,7 @@ class SectorClassifier:
         texts = [str(t) for t in texts]
         emb = self._embed(texts)
         scores = self._column_scores(self.models_, self._matrix(emb, texts, self.vectorizer_))
-        if getattr(self, "stack", False):
+        if self.stack:
             near = None if self.neighbour_emb_ is None else self._neighbour_labels(self.neighbour_emb_.astype(np.float32), self.neighbour_Y_, emb)
             scores = self._column_scores(self.stackers_, self._stack_features(scores, near))
         return scores
@@ -285,7 +299,7 @@ class SectorClassifier:
         model = self.models_[self.sector_ids.index(sector_id)]
         if not hasattr(model, "coef_"):
             return []
-        offset = getattr(self, "embedding_dims_", 384) if self._uses("embedding") else 0
+        offset = self.embedding_dims_ if self._uses("embedding") else 0
         names = self.vectorizer_.get_feature_names_out()
         weights = model.coef_[0, offset : offset + len(names)]
         top = np.argsort(-weights)[:n]

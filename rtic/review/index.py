@@ -1,8 +1,8 @@
 """A SQLite index over a firm-labels file (and optionally its register), for lookups in milliseconds.
 
 The labels Parquet of a monthly run has one row per firm and sector (9M rows for 1M firms), far too
-many to scan per request. The index keeps them keyed by firm and by sector, a full-text index over
-firm names, and the (firm, sector) pairs whose probability lies within `margin` of the sector's
+many to scan per request. The index keeps them keyed by firm and by sector, full-text indexes over
+firm names and over the register's texts, and the (firm, sector) pairs whose probability lies within `margin` of the sector's
 threshold ("near"). It is derived data: rebuilt when the labels or register file changes, written
 to a temporary file and moved into place, so a reader never sees half an index.
 
@@ -18,19 +18,18 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import atomic_path
+from rtic import config
 
-INDEX_VERSION = "1"
-DEFAULT_MARGIN = 0.1
+INDEX_VERSION = "2"
+DEFAULT_MARGIN = config.REVIEW_MARGIN
 LABEL_FIELDS = ["firm_id", "sector_id", "probability", "assigned", "model_name", "model_version", "taxonomy_version", "text_sha256", "classified_at"]
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE firms (rid INTEGER PRIMARY KEY, firm_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL DEFAULT '',
+CREATE TABLE firms (rid INTEGER PRIMARY KEY, firm_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL DEFAULT '', website TEXT NOT NULL DEFAULT '',
     model_name TEXT, model_version TEXT, taxonomy_version TEXT, text_sha256 TEXT, classified_at TEXT, not_classified TEXT);
 CREATE TABLE labels (firm_id TEXT NOT NULL, sector_id TEXT NOT NULL, probability REAL NOT NULL, assigned INTEGER NOT NULL,
     PRIMARY KEY (firm_id, sector_id)) WITHOUT ROWID;
@@ -43,6 +42,10 @@ CREATE INDEX labels_sector ON labels (sector_id, assigned, firm_id);
 CREATE TABLE near (firm_id TEXT NOT NULL, sector_id TEXT NOT NULL, gap REAL NOT NULL, PRIMARY KEY (firm_id, sector_id)) WITHOUT ROWID;
 CREATE VIRTUAL TABLE names_fts USING fts5 (name, content='firms', content_rowid='rid', tokenize='unicode61');
 INSERT INTO names_fts (names_fts) VALUES ('rebuild');
+-- Words of the texts, keyed by the firm's rid. Contentless and without positions (the texts table
+-- keeps the text itself; a search is words with prefixes, never a phrase), so it stays small.
+CREATE VIRTUAL TABLE texts_fts USING fts5 (text, content='', detail=none, tokenize='unicode61');
+INSERT INTO texts_fts (rowid, text) SELECT f.rid, t.text FROM texts t JOIN firms f USING (firm_id);
 """
 
 
@@ -69,13 +72,9 @@ class IndexSources:
 
 
 def _insert_labels(conn: sqlite3.Connection, labels: Path, progress) -> int:
-    try:
-        pf = pq.ParquetFile(labels)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise RticError(f"cannot read labels file {labels}: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in LABEL_FIELDS if c not in pf.schema_arrow.names]
-    if missing:
-        raise RticError(f"labels file {labels} has no column {', '.join(map(repr, missing))}: is it the output of `rtic classify`?")
+    from rtic.firm_labels import open_labels_parquet
+
+    pf = open_labels_parquet(labels, LABEL_FIELDS)
     total, done, last_firm = pf.metadata.num_rows, 0, None
     for batch in pf.iter_batches(batch_size=200_000, columns=LABEL_FIELDS):
         cols = batch.to_pydict()
@@ -98,12 +97,14 @@ def _insert_register(conn: sqlite3.Connection, register: Path, progress) -> None
 
     df = read_register(register)
     names = df["name"].fillna("").astype(str) if "name" in df.columns else [""] * len(df)
-    conn.executemany("INSERT INTO firms (firm_id, name) VALUES (?, ?) ON CONFLICT (firm_id) DO UPDATE SET name = excluded.name",
-                     zip(df["firm_id"], names))
+    websites = df["website"].fillna("").astype(str).str.strip() if "website" in df.columns else [""] * len(df)
+    conn.executemany("INSERT INTO firms (firm_id, name, website) VALUES (?, ?, ?)"
+                     " ON CONFLICT (firm_id) DO UPDATE SET name = excluded.name, website = excluded.website",
+                     zip(df["firm_id"], names, websites))
     if "text" in df.columns:
         conn.executemany("INSERT OR REPLACE INTO texts VALUES (?, ?)",
                          ((f, t) for f, t in zip(df["firm_id"], df["text"].fillna("").astype(str)) if t.strip()))
-    progress(f"  indexed {len(df):,} register rows (names, texts)")
+    progress(f"  indexed {len(df):,} register rows (names, websites, texts)")
 
 
 def _insert_exceptions(conn: sqlite3.Connection, labels: Path) -> None:
@@ -154,7 +155,7 @@ def build_index(sources: IndexSources, path: Path, progress=print) -> Path:
             if sources.register is not None:
                 _insert_register(conn, sources.register, progress)
             _insert_exceptions(conn, sources.labels)
-        progress("  indexing sectors, names and near-threshold labels …")
+        progress("  indexing sectors, names, text words and near-threshold labels …")
         with conn:
             conn.executescript(INDEXES)
             sectors = _fill_thresholds(conn, sources.thresholds, sources.margin)
@@ -219,6 +220,7 @@ class LabelRow:
 class FirmRecord:
     firm_id: str
     name: str
+    website: str
     model_name: str | None
     model_version: str | None
     taxonomy_version: str | None
@@ -232,6 +234,11 @@ class FirmRecord:
     def published(self) -> list[str]:
         return [l.sector_id for l in self.labels if l.assigned]
 
+    @property
+    def classified(self) -> bool:
+        """The model labelled this firm (it may be in no sector); False when it was not classified or is not in the labels."""
+        return self.model_version is not None
+
 
 @dataclass
 class SearchRow:
@@ -239,10 +246,12 @@ class SearchRow:
     name: str
     sectors: list[str]  # published
     reasons: list[str]  # why it needs review, if it does
+    classified: bool  # False: no labels from the model (see not_classified), as opposed to classified into no sector
+    not_classified: str | None  # rtic classify's reason, when it could not classify the firm
 
 
 def fts_query(q: str) -> str:
-    """Words of a search box as an FTS5 prefix query: every word must match the start of a name word."""
+    """Words of a search box as an FTS5 prefix query: every word must match the start of a word (of the name, or of the text)."""
     import re
 
     words = re.findall(r"\w+", q.lower())
@@ -268,7 +277,7 @@ class LabelsIndex:
         return json.loads(self.conn.execute("SELECT value FROM meta WHERE key = 'sectors'").fetchone()[0])
 
     def firm(self, firm_id: str, with_text: bool = True) -> FirmRecord | None:
-        row = self.conn.execute("SELECT firm_id, name, model_name, model_version, taxonomy_version, text_sha256, classified_at, not_classified"
+        row = self.conn.execute("SELECT firm_id, name, website, model_name, model_version, taxonomy_version, text_sha256, classified_at, not_classified"
                                 " FROM firms WHERE firm_id = ?", (firm_id,)).fetchone()
         if row is None:
             return None
@@ -279,7 +288,7 @@ class LabelsIndex:
             f" {LATEST.format(firm='l.firm_id', sector='l.sector_id')} FROM labels l"
             " LEFT JOIN thresholds t ON t.model_version = ? AND t.sector_id = l.sector_id"
             " LEFT JOIN near n ON n.firm_id = l.firm_id AND n.sector_id = l.sector_id"
-            " WHERE l.firm_id = ? ORDER BY l.probability DESC", (row[3], firm_id)):
+            " WHERE l.firm_id = ? ORDER BY l.probability DESC", (row[4], firm_id)):
             published = bool(assigned) if decision is None else decision != "reject"
             labels.append(LabelRow(sector, p, bool(assigned), thr, bool(near), decision, published))
         known = {l.sector_id for l in labels}
@@ -309,7 +318,7 @@ class LabelsIndex:
     def search(self, q: str = "", sector: str | None = None, review: str | None = None, after: str = "", limit: int = 50) -> list[SearchRow]:
         """Firms matching every given condition, ordered by firm_id, `limit` of them after firm id `after`.
 
-        Each query is driven by the narrowest source for its conditions (id prefix and name index
+        Each query is driven by the narrowest source for its conditions (id prefix, name and text indexes
         for a search, the near-threshold table for review, the sector index for a sector) and
         streamed in firm-id order, so a page costs about `limit` index lookups, not a scan.
         """
@@ -332,6 +341,7 @@ class LabelsIndex:
                 sources.append(("firms x", f"x.firm_id >= :lo{i} AND x.firm_id < :hi{i}"))
             if params["fts"]:
                 sources.append(("firms x", f"x.rid IN (SELECT rowid FROM names_fts WHERE names_fts MATCH :fts LIMIT {MAX_NAME_MATCHES})"))
+                sources.append(("firms x", f"x.rid IN (SELECT rowid FROM texts_fts WHERE texts_fts MATCH :fts LIMIT {MAX_NAME_MATCHES})"))
         elif review:
             if review in ("near", "any"):
                 sources.append(("near x", "x.sector_id = :sector" if sector else "1"))
@@ -358,4 +368,4 @@ class LabelsIndex:
                 reasons.append(f"{l.sector_id} near threshold")
             if l.decision is not None and l.assigned != l.model_assigned:
                 reasons.append(f"{l.sector_id}: reviewer and model disagree")
-        return SearchRow(record.firm_id, record.name, record.published, reasons)
+        return SearchRow(record.firm_id, record.name, record.published, reasons, record.classified, record.not_classified)

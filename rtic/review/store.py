@@ -159,14 +159,39 @@ def check_decision(decision: str, model_assigned: bool | None) -> None:
         raise RticError("the model already assigned this sector: use 'confirm' to agree with it")
 
 
-def publish(labels: pd.DataFrame, decisions: dict[tuple[str, str], Decision]) -> pd.DataFrame:
+def record_decision(reviews: str | Path, firm_id: str, sector_id: str, decision: str, reviewer: str, labels, note: str = "") -> Decision:
+    """Record a decision in the reviews database `reviews`: the firm and sector must be in `labels` (a labels
+    Parquet from rtic classify, or its exceptions), the decision is checked against the model's label and
+    carries its model version. An unknown firm or sector is refused and nothing is stored."""
+    from rtic.review.publish import decision_target
+
+    target = decision_target(labels, firm_id, sector_id)
+    check_decision(decision, target.model_assigned)
+    store = ReviewStore(reviews)
+    try:
+        return store.record(firm_id, sector_id, decision, reviewer, note=note, model_version=target.model_version)
+    finally:
+        store.close()
+
+
+def unknown_sector_decisions(decisions: dict[tuple[str, str], Decision], sector_ids) -> list[Decision]:
+    """Decisions in force on sectors outside `sector_ids` (stored before decisions were checked, or by hand)."""
+    known = set(sector_ids)
+    return [d for (_, sector), d in decisions.items() if sector not in known]
+
+
+def publish(labels: pd.DataFrame, decisions: dict[tuple[str, str], Decision], sector_ids=None) -> pd.DataFrame:
     """Model labels with the decisions in force applied.
 
     Adds `model_assigned` (what the model said), `decision`, `reviewer`, `decided_at` and `source`
     ('model' or 'review'); `assigned` becomes the published verdict. A decision on a (firm, sector)
     the labels do not have (e.g. a firm classified since by another model run) becomes its own row
-    with no probability, so no decision is lost.
+    with no probability, so no decision is lost. Only sectors in `sector_ids` (default: the sectors of
+    the labels, i.e. the model's taxonomy) are ever published: a decision on any other sector is left
+    out (`unknown_sector_decisions` lists them, for the caller to report).
     """
+    known = set(labels["sector_id"].astype(str)) if sector_ids is None else set(sector_ids)
+    decisions = {k: d for k, d in decisions.items() if k[1] in known}
     out = labels.copy()
     out["model_assigned"] = out["assigned"].astype(bool)
     keys = list(zip(out["firm_id"].astype(str), out["sector_id"].astype(str)))

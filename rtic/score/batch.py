@@ -253,8 +253,9 @@ def classify_register(
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
-    if chunk_rows is not None and chunk_rows < 1 or batch_size < 1:
-        raise RticError(f"--chunk-rows must be at least 1, got {chunk_rows if chunk_rows is not None else batch_size}")
+    rows_per_chunk = batch_size if chunk_rows is None else chunk_rows
+    if rows_per_chunk < 1:
+        raise RticError(f"--chunk-rows must be at least 1, got {rows_per_chunk}")
     check_writable(out_path)  # before the register is read or the model loaded
     register_path = Path(register_path)
     source = source or RegisterText()

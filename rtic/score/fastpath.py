@@ -47,6 +47,7 @@ from rtic.embed.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
 from rtic.contracts import assigned_column, probability_column
 from rtic.tables import atomic_path, read_table, require_columns
+from rtic import config
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
 HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cached heads are then rebuilt
@@ -54,9 +55,9 @@ HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cach
 # speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
 # By default the margin is the smallest z whose cross-fitted agreement on the head's own corpus (the register
 # sample) reaches DEFAULT_AGREEMENT of (firm, sector) decisions: the trade-off follows the register's text.
-DEFAULT_AGREEMENT = 0.97
+DEFAULT_AGREEMENT = config.FAST_AGREEMENT
 MAX_MARGIN = 100.0  # large enough to re-score every firm
-DEFAULT_SAMPLE = 2000  # register firms embedded with the transformer to fit the head
+DEFAULT_SAMPLE = config.FASTPATH_SAMPLE
 MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
