@@ -218,13 +218,6 @@ class LoadedModel:
     def meta(self) -> dict:
         return self.pyfunc.unwrap_python_model().meta
 
-    @property
-    def label(self) -> str:
-        return f"model {self.ref.name} version {self.ref.version}"
-
-    def predict(self, frame):
-        return self.pyfunc.predict(frame.reset_index(drop=True), params={"taxonomy_version": self.taxonomy_version or ""})
-
 
 def open_model(model_uri: str | None, settings: Settings, taxonomy_path: str | Path | None = None) -> LoadedModel:
     """Resolve, verify and load a model (None: the champion) with an explicit MlflowClient on the settings'
