@@ -4,6 +4,7 @@ into a training set with provenance (who, when, from which model version)."""
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,9 @@ from rtic.tables import check_writable, read_table, require_columns, write_atomi
 from rtic.taxonomy import load_taxonomy
 from rtic import config
 
-REVIEW_COLUMNS = ["firm_id", "text", "sector_id", "probability", "threshold", "suggested_sectors", "sectors", "reviewed", "reviewer",
+log = logging.getLogger(__name__)
+
+REVIEW_COLUMNS = ["firm_id", "name", "website", "text", "sector_id", "probability", "threshold", "suggested_sectors", "sectors", "reviewed", "reviewer",
                   "note", "model_name", "model_version", "taxonomy_version", "suggested_at"]
 PROVENANCE_COLUMNS = ["label_source", "labelled_by", "labelled_at", "model_version"]
 YES, NO = {"yes", "y", "1", "true", "x"}, {"no", "n", "0", "false", ""}
@@ -52,7 +55,7 @@ def pick_uncertain_diverse(proba: np.ndarray, threshold: float, embeddings: np.n
 
 
 def suggest(settings: Settings, register_path, sector_id: str, out, n: int = config.SUGGEST_N, model_uri: str | None = None,
-            exclude_labels=None, progress=print) -> pd.DataFrame:
+            exclude_labels=None) -> pd.DataFrame:
     """Write a review CSV of the n register firms most worth labelling for `sector_id`."""
     from rtic.contracts import assigned_column, probability_column
 
@@ -72,12 +75,12 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = con
         known = set(read_table(exclude_labels, "labels file").get("firm_id", pd.Series(dtype=str)).astype(str).str.strip())
         before = len(firms)
         firms = firms[~firms["firm_id"].isin(known)]
-        progress(f"skipping {before - len(firms)} firm(s) already labelled in {exclude_labels}")
+        log.info(f"skipping {before - len(firms)} firm(s) already labelled in {exclude_labels}")
     if skipped:
-        progress(f"skipping {skipped} firm(s) with no text")
+        log.info(f"skipping {skipped} firm(s) with no text")
     if firms.empty:
         raise RticError(f"register {register_path} has no unlabelled firms with text to suggest")
-    progress(f"scoring {len(firms)} firms with {ref.name} version {ref.version} …")
+    log.info(f"scoring {len(firms)} firms with {ref.name} version {ref.version} …")
     out_frame = model.predict(firms[["firm_id", "text"]].reset_index(drop=True))
     j = classifier.sector_ids.index(sector_id)
     proba = out_frame[probability_column(sector_id)].to_numpy(float)
@@ -88,7 +91,9 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = con
     suggested = ["|".join(s for s, on in zip(classifier.sector_ids, row) if on) for row in assigned]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     taxonomy_version = loaded.taxonomy_version or ""
-    rows = [{"firm_id": firms["firm_id"].iloc[i], "text": firms["text"].iloc[i], "sector_id": sector_id, "probability": round(float(proba[i]), 4),
+    # Name and website (when the register has them) so a reviewer can find the firm, not only read its text.
+    names, websites = (firms[c].fillna("").astype(str) if c in firms.columns else pd.Series([""] * len(firms)) for c in ("name", "website"))
+    rows = [{"firm_id": firms["firm_id"].iloc[i], "name": names.iloc[i], "website": websites.iloc[i], "text": firms["text"].iloc[i], "sector_id": sector_id, "probability": round(float(proba[i]), 4),
              "threshold": round(threshold, 4), "suggested_sectors": suggested[i], "sectors": suggested[i], "reviewed": "", "reviewer": "",
              "note": "", "model_name": ref.name, "model_version": ref.version, "taxonomy_version": taxonomy_version, "suggested_at": now}
             for i in picked]
@@ -108,10 +113,41 @@ class ImportSummary:
     message: str
 
 
-def import_reviews(reviewed_path, into, out=None, reviewer: str | None = None, taxonomy_path=None) -> ImportSummary:
+def _review_sectors(reviews: pd.DataFrame, reviewed_path, taxonomy_path, settings: Settings | None) -> tuple[str, list[str]]:
+    """(taxonomy version, sector ids) the reviewed sectors must belong to: --taxonomy's; else the taxonomy version the
+    file records (`rtic label suggest` writes the suggesting model's), whose sectors that model knows; else the bundled one."""
+    if taxonomy_path is not None:
+        taxonomy = load_taxonomy(taxonomy_path)
+        return taxonomy.version, taxonomy.sector_ids
+    bundled = load_taxonomy()
+    recorded = sorted({str(v).strip() for v in reviews.get("taxonomy_version", [])} - {""})
+    if not recorded or recorded == [bundled.version]:
+        return bundled.version, bundled.sector_ids
+    if len(recorded) > 1:
+        raise RticError(f"reviewed labels file {reviewed_path} mixes taxonomy versions {', '.join(recorded)}: import each separately with --taxonomy")
+    models = reviews.loc[reviews["taxonomy_version"].astype(str).str.strip() == recorded[0], ["model_name", "model_version"]] \
+        if {"model_name", "model_version"} <= set(reviews.columns) else pd.DataFrame()
+    if settings is not None and len(models):
+        import mlflow.models
+        from mlflow.exceptions import MlflowException
+
+        name, version = (str(v).strip() for v in models.iloc[0])
+        ref = registry.resolve(f"models:/{name}/{version}", settings)
+        try:
+            sector_ids = (mlflow.models.get_model_info(ref.uri).metadata or {}).get("sector_ids")
+        except (MlflowException, OSError):
+            sector_ids = None
+        if sector_ids:
+            return recorded[0], list(sector_ids)
+    raise RticError(f"reviewed labels file {reviewed_path} records taxonomy {recorded[0]}, not the bundled {bundled.version}: "
+                    f"pass --taxonomy with that version's file")
+
+
+def import_reviews(reviewed_path, into, out=None, reviewer: str | None = None, taxonomy_path=None,
+                   settings: Settings | None = None) -> ImportSummary:
     """Merge rows marked reviewed into a labels file: new firms appended, existing firms relabelled; each
-    imported row records label_source=review, labelled_by, labelled_at and the suggesting model version."""
-    taxonomy = load_taxonomy(taxonomy_path)
+    imported row records label_source=review, labelled_by, labelled_at and the suggesting model version.
+    Sector ids are checked against --taxonomy, else the taxonomy version the file records (see _review_sectors)."""
     reviews = read_table(reviewed_path, "reviewed labels file").fillna("")
     require_columns(reviews, ["firm_id", "text", "sectors", "reviewed"], reviewed_path, "reviewed labels file")
     reviews["firm_id"] = reviews["firm_id"].astype(str).str.strip()
@@ -123,9 +159,10 @@ def import_reviews(reviewed_path, into, out=None, reviewer: str | None = None, t
     not_reviewed = len(reviews) - len(done)
     if done.empty:
         raise RticError(f"no rows in {reviewed_path} are marked reviewed (set the `reviewed` column to yes on the rows you checked)")
-    unknown = sorted({s for v in done["sectors"] for s in split_sectors(v)} - set(taxonomy.sector_ids))
+    taxonomy_version, sector_ids = _review_sectors(reviews, reviewed_path, taxonomy_path, settings)
+    unknown = sorted({s for v in done["sectors"] for s in split_sectors(v)} - set(sector_ids))
     if unknown:
-        raise RticError(f"reviewed labels use sector ids not in taxonomy {taxonomy.version}: {', '.join(unknown)}")
+        raise RticError(f"reviewed labels use sector ids not in taxonomy {taxonomy_version}: {', '.join(unknown)}")
     empty = done.loc[done["text"].astype(str).str.strip() == "", "firm_id"].tolist()
     if empty:
         raise RticError(f"reviewed labels file {reviewed_path} has empty text for firm(s) {', '.join(empty[:5])}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,11 +69,23 @@ RESOLUTION = 1.0
 AREA = "auto"  # clusters.specialisation.choose_area
 
 
+def default_home() -> Path:
+    """Where rtic keeps its state when RTIC_HOME is not set, the same whatever folder it is run from: the
+    repository's models/ for a source checkout (an editable install beside training/), else the user's data folder."""
+    if (REPO_ROOT / "training").is_dir() and (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "models"
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "rtic"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "rtic"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "rtic"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where rtic keeps its state. `home` holds the local MLflow store and the embedding cache."""
 
-    home: Path = field(default_factory=lambda: Path("models"))
+    home: Path = field(default_factory=default_home)
     tracking_uri: str | None = None  # None: SQLite under home
     embedding_cache: Path | None = None  # None: SQLite file under home
     use_bf16: bool | None = None  # None: bf16 when the CPU has native bf16 support
@@ -83,6 +96,17 @@ class Settings:
         if self.tracking_uri:
             return self.tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def registry_missing(self) -> bool:
+        """True when the registry is the local SQLite file and it does not exist yet (nothing was ever trained here)."""
+        return not self.tracking_uri and not (self.home / "mlflow.db").is_file()
+
+    def where(self) -> str:
+        """The registry in words, naming the variables that move it (for 'not found' errors)."""
+        if self.tracking_uri:
+            return f"{self.tracking_uri} (MLFLOW_TRACKING_URI)"
+        return f"{self.resolved_tracking_uri} (RTIC_HOME={self.home}; set RTIC_HOME or MLFLOW_TRACKING_URI to use another)"
 
     @property
     def artifact_root(self) -> Path:
@@ -97,7 +121,7 @@ class Settings:
         """RTIC_HOME, MLFLOW_TRACKING_URI, RTIC_EMBEDDING_CACHE and RTIC_BF16 (0/1) override defaults."""
         bf16 = os.environ.get("RTIC_BF16")
         return cls(
-            home=Path(os.environ.get("RTIC_HOME", "models")),
+            home=Path(os.environ["RTIC_HOME"]).resolve() if os.environ.get("RTIC_HOME") else default_home(),
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
             embedding_cache=Path(os.environ["RTIC_EMBEDDING_CACHE"]) if os.environ.get("RTIC_EMBEDDING_CACHE") else None,
             use_bf16=None if bf16 is None else parse_bool(bf16) is True,

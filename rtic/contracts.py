@@ -23,13 +23,35 @@ OUTPUT_COLUMNS = LABEL_COLUMNS + ["scored_by"]
 # One row per register row that got no labels, and why (also the register reader's bad rows).
 EXCEPTION_COLUMNS = ["firm_id", "line", "reason", "detail"]
 
-# Reasons a register row gets no labels.
-NO_TEXT = "no text"
-NO_WEBSITE = "no website"
-MALFORMED_ROW = "malformed row"
-BAD_ENCODING = ("bad encoding", "row is not valid UTF-8")
-EMPTY_ID = ("empty firm_id", "row has no firm_id")
-DUPLICATE_ID = ("duplicate firm_id", "firm_id already seen earlier in the register; first row kept")
+# Why a register row got no labels: `reason` is one of these short codes (to group by in a spreadsheet),
+# the free text is in `detail`. Each code's default detail is its value here.
+NO_TEXT = "no_text"
+NO_WEBSITE = "no_website"
+NOT_CRAWLED = "not_crawled"
+SITE_DEAD = "site_dead"
+SITE_PARKED = "site_parked"
+ROBOTS_BLOCKED = "robots_blocked"
+MALFORMED_ROW = "malformed_row"
+BAD_ENCODING = "bad_encoding"
+EMPTY_ID_CODE = "empty_id"
+DUPLICATE_ID_CODE = "duplicate_id"
+SCORING_ERROR = "scoring_error"
+REASONS = {
+    NO_TEXT: "no usable text",
+    NO_WEBSITE: "register row has no website and no text",
+    NOT_CRAWLED: "firm not in the crawl store, or its crawl is unfinished",
+    SITE_DEAD: "website unreachable",
+    SITE_PARKED: "website is a parked or for-sale domain",
+    ROBOTS_BLOCKED: "website's robots.txt disallows the crawler",
+    MALFORMED_ROW: "row has the wrong number of fields",
+    BAD_ENCODING: "row is not valid UTF-8",
+    EMPTY_ID_CODE: "row has no firm_id",
+    DUPLICATE_ID_CODE: "firm_id already seen earlier in the register; first row kept",
+    SCORING_ERROR: "the model failed on this firm's text",
+}
+EMPTY_TEXT_DETAIL = "register row has an empty text column"  # NO_TEXT's detail when the text came from the register
+EMPTY_ID = (EMPTY_ID_CODE, REASONS[EMPTY_ID_CODE])  # (reason, detail)
+DUPLICATE_ID = (DUPLICATE_ID_CODE, REASONS[DUPLICATE_ID_CODE])
 
 
 # -- the pyfunc model's output columns -----------------------------------------------------------

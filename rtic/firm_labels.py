@@ -8,6 +8,8 @@ for spreadsheets (`rtic labels export`).
 
 from __future__ import annotations
 
+import logging
+
 import csv
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from rtic.contracts import parse_bool_column, sibling_path
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, atomic_path, check_input_file, select_in
 
+log = logging.getLogger(__name__)
 WIDE_VALUES = ("assigned", "probability")
 WIDE_FIRST = ["firm_id", "name", "website"]
 WIDE_LAST = ["model_name", "model_version", "taxonomy_version", "not_classified"]
@@ -103,7 +106,7 @@ def spreadsheet_cell(value) -> str:
 class RegisterLookup:
     """firm_id -> (name, website) of a register, in SQLite on disk: memory stays flat at any register size."""
 
-    def __init__(self, register: str | Path, progress=print):
+    def __init__(self, register: str | Path):
         import sqlite3
         import tempfile
 
@@ -120,7 +123,7 @@ class RegisterLookup:
             with self.db:
                 self.db.executemany("INSERT OR IGNORE INTO firms VALUES (?, ?, ?)", zip(rows["firm_id"], names, websites))
             n += len(rows)
-            progress(f"  read {n:,} register rows (names, websites)")
+            log.info(f"  read {n:,} register rows (names, websites)")
 
     def get(self, ids: list[str]) -> dict[str, tuple[str, str]]:
         return {f: (n or "", w or "") for f, n, w in select_in(self.db, "SELECT firm_id, name, website FROM firms WHERE firm_id IN ({})", ids)}
@@ -146,8 +149,7 @@ class WideExport:
     warnings: list[str] = field(default_factory=list)
 
 
-def export_wide(labels: str | Path, out: str | Path, register: str | Path | None = None, values: str = "assigned",
-                progress=print) -> WideExport:
+def export_wide(labels: str | Path, out: str | Path, register: str | Path | None = None, values: str = "assigned") -> WideExport:
     """Firm labels as a wide CSV, one row per firm: firm_id, name, website (from `register`), one column per
     sector, model_name, model_version, taxonomy_version, not_classified.
 
@@ -173,7 +175,7 @@ def export_wide(labels: str | Path, out: str | Path, register: str | Path | None
     if clash:
         raise RticError(f"sector id(s) {', '.join(clash)} would clash with the wide CSV's own columns")
     result = WideExport(out, values, sectors)
-    lookup = RegisterLookup(register, progress) if register is not None else None
+    lookup = RegisterLookup(register) if register is not None else None
     seen = SeenIds()
     written = 0  # firms written so far: the "line" SeenIds orders them by
 
@@ -233,7 +235,7 @@ def export_wide(labels: str | Path, out: str | Path, register: str | Path | None
                         pending = pd.DataFrame()
                     firm_block(df, writer)
                     done_rows += batch.num_rows
-                    progress(f"  wrote {result.n_classified:,} firms ({done_rows:,}/{total:,} label rows)")
+                    log.info(f"  wrote {result.n_classified:,} firms ({done_rows:,}/{total:,} label rows)")
                 firm_block(pending, writer)
                 # Firms classify could not classify, with its reason; ids already written (a repeated
                 # register row's exception) are not written twice.

@@ -28,8 +28,9 @@ def split_sectors(value: object) -> list[str]:
     return [s.strip() for s in str(value or "").split("|") if s.strip()]
 
 
-def read_labels(path: str | Path, taxonomy: Taxonomy, ignore_unknown: bool = False) -> LabelledFirms:
-    """Read labelled firms, checking sector ids against the taxonomy."""
+def read_labels(path: str | Path, taxonomy: Taxonomy, ignore_unknown: bool = False, training: bool = True) -> LabelledFirms:
+    """Read labelled firms, checking sector ids against the taxonomy. `training`: the firms will fit a model
+    (rare sectors are warned of as getting a fixed threshold); else they score one (rare sectors: few firms behind the figures)."""
     df = read_table(path, "labels file")
     require_columns(df, ["firm_id", "text", "sectors"], path, "labels file")
     df = df.fillna("")
@@ -69,8 +70,10 @@ def read_labels(path: str | Path, taxonomy: Taxonomy, ignore_unknown: bool = Fal
             if s in index:
                 Y[i, index[s]] = 1
     rare = [f"{s} ({int(n)})" for s, n in zip(ids, Y.sum(axis=0)) if n < MIN_POSITIVES]
-    if rare:
+    if rare and training:
         warnings.append(f"sector(s) with fewer than {MIN_POSITIVES} positive examples get a fixed threshold, no tuning: {', '.join(rare)}")
+    elif rare:
+        warnings.append(f"sector(s) with fewer than {MIN_POSITIVES} positive examples in this set, so their figures rest on few firms: {', '.join(rare)}")
     return LabelledFirms(firm_ids=df["firm_id"].tolist(), texts=df["text"].tolist(), Y=Y, sector_ids=ids, warnings=warnings)
 
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from rtic.contracts import BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW
+from rtic.contracts import BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, MALFORMED_ROW, REASONS
 from rtic.errors import RticError
 from rtic.tables import PARQUET_SUFFIXES, check_input_file, check_unique_ids, read_table, require_columns, select_in
 from rtic import config
@@ -198,7 +198,7 @@ class Register:
                     undecodable |= frame.iloc[:, i].map(_has_bad_bytes).to_numpy(bool)
             id_at = id_column(self.header)
             bad = [{"firm_id": _id_of([str(v) for v in frame.iloc[k, : len(self.header)]], id_at), "line": int(frame["line"].iloc[k]),
-                    "reason": BAD_ENCODING[0], "detail": BAD_ENCODING[1]} for k in np.flatnonzero(undecodable)]
+                    "reason": BAD_ENCODING, "detail": REASONS[BAD_ENCODING]} for k in np.flatnonzero(undecodable)]
             rows, bad_frame = _finish(frame[~undecodable].to_dict("records"), bad, self.header, seen, self.companies_house)
             done += len(frame)
             yield RegisterChunk(index, rows, bad_frame, len(frame), done / total)
@@ -385,7 +385,7 @@ def check_record(row: list[str], width: int, id_at: int | None, line: int) -> di
     if len(row) != width:
         return {"firm_id": _id_of(row, id_at), "line": line, "reason": MALFORMED_ROW, "detail": f"expected {width} fields, found {len(row)}"}
     if any(_has_bad_bytes(v) for v in row):
-        return {"firm_id": _id_of(row, id_at), "line": line, "reason": BAD_ENCODING[0], "detail": BAD_ENCODING[1]}
+        return {"firm_id": _id_of(row, id_at), "line": line, "reason": BAD_ENCODING, "detail": REASONS[BAD_ENCODING]}
     return None
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from rtic.contracts import NO_TEXT, NO_WEBSITE
+from rtic.contracts import EMPTY_TEXT_DETAIL, NO_TEXT, NO_WEBSITE, REASONS
 from rtic.errors import RticError
 
 
@@ -48,7 +48,7 @@ class RegisterText:
         else:
             no_site = pd.Series(False, index=rows.index)
         reason = no_site.map({True: NO_WEBSITE, False: NO_TEXT})
-        detail = no_site.map({True: "register row has no website and no text", False: "register row has an empty text column"})
+        detail = no_site.map({True: REASONS[NO_WEBSITE], False: EMPTY_TEXT_DETAIL})
         exceptions = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "reason": reason, "detail": detail})[empty]
         good = pd.DataFrame({"firm_id": rows["firm_id"], "line": rows["line"], "text": text})[~empty]
         return good.reset_index(drop=True), exceptions.reset_index(drop=True)
@@ -77,8 +77,8 @@ class CrawlStoreText:
         docs = firm_documents(self.store_path, rows["firm_id"].astype(str))
         empty = (docs["text"].str.strip() == "").to_numpy()
         frame = pd.DataFrame({"firm_id": rows["firm_id"].to_numpy(), "line": rows["line"].to_numpy(), "text": docs["text"].to_numpy()})
-        exceptions = pd.DataFrame({"firm_id": frame["firm_id"], "line": frame["line"],
-                                   "reason": docs["reason"].replace("", NO_TEXT).to_numpy(), "detail": self.describe()})[empty]
+        exceptions = pd.DataFrame({"firm_id": frame["firm_id"], "line": frame["line"], "reason": docs["reason"].replace("", NO_TEXT).to_numpy(),
+                                   "detail": (docs["detail"] + f" ({self.describe()})").to_numpy()})[empty]
         return frame[~empty].reset_index(drop=True), exceptions.reset_index(drop=True)
 
 

@@ -101,9 +101,15 @@ if mode == "naive":
 else:
     from rtic.score.batch import classify_register
     margin = {{"static": 0.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
+    import logging
     ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
-    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_margin=margin, restart=True,
-                          progress=lambda m: ready.append(time.monotonic()) if not ready else None)
+    class FirstLine(logging.Handler):
+        def emit(self, record):
+            if not ready:
+                ready.append(time.monotonic())
+    logging.getLogger("rtic.score.batch").addHandler(FirstLine())
+    logging.getLogger("rtic.score.batch").setLevel(logging.INFO)
+    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_margin=margin, restart=True)
     extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "margin": r.fast_margin}}
     t = ready[0]
 print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],

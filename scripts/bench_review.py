@@ -91,7 +91,7 @@ def main() -> int:
         labels, register = synthetic(args.firms, folder)
         t1 = time.perf_counter()
         print(f"synthetic labels: {args.firms:,} firms x {len(SECTORS)} sectors = {args.firms * len(SECTORS):,} rows in {t1 - t0:.0f} s")
-        build_index(IndexSources(labels, register), index, progress=lambda *_: None)
+        build_index(IndexSources(labels, register), index)
         print(f"index built in {time.perf_counter() - t1:.0f} s ({index.stat().st_size / 1e6:,.0f} MB)")
 
     rng = random.Random(1)

@@ -24,6 +24,7 @@ Supervised end-to-end fine-tuning of MiniLM (scripts/finetune.py) vs the rtic tr
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ def side_by_side(firms: LabelledFirms, encoder: Encoder, shares: dict, k: int, s
     start = time.perf_counter()
     name = "rtic trainer (rtic train)"
     result = cross_validate(firms, lambda: SectorClassifier(firms.sector_ids, encoder=encoder, random_state=seed), k=k, seed=seed,
-                            expected_share=shares, progress=lambda m: print(m, flush=True))
+                            expected_share=shares)
     assert (result.folds == folds).all()
     reports[name] = result.report
     rows.append(summarise(name, result.report, time.perf_counter() - start))
@@ -264,6 +265,8 @@ def finetune_comparison(firms: LabelledFirms, encoder: Encoder, shares: dict, k:
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("rtic").setLevel(logging.INFO)  # the trainer's fold lines, as `rtic train` shows them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)

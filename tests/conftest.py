@@ -62,7 +62,7 @@ def trained(settings, mini_labels):
     """One real training run (real encoder, real MLflow SQLite registry) shared by the session."""
     from rtic.model.training import train
 
-    return train(settings, labels_path=mini_labels, progress=lambda *_: None)
+    return train(settings, labels_path=mini_labels)
 
 
 def run_cli(*args: str, home: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ def review_labels(trained, settings, review_register, tmp_path_factory) -> Path:
     from rtic.score.batch import classify_register
 
     out = tmp_path_factory.mktemp("review_labels") / "labels.parquet"
-    classify_register(review_register, out, settings, progress=lambda *_: None)
+    classify_register(review_register, out, settings)
     return out
 
 

@@ -19,7 +19,6 @@ from conftest import REPO, SHARED_DATA, run_cli
 
 EXAMPLE = PACKAGE_DATA / "example_register.csv"
 SHARED = SHARED_DATA if SHARED_DATA.exists() else Path("/work/shared/data")
-QUIET = lambda *_: None  # noqa: E731
 
 
 def comparable(labels: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +50,7 @@ def test_stream_register_reports_bad_rows_with_lines(tmp_path):
     bad = pd.concat([c.bad for c in chunks])
     assert rows[["firm_id", "line"]].values.tolist() == [["A", 2], ["D", 8]]
     assert bad[["firm_id", "line", "reason"]].values.tolist() == [
-        ["B", 3, "malformed row"], ["", 4, "empty firm_id"], ["A", 6, "duplicate firm_id"], ["C", 7, "bad encoding"]]
+        ["B", 3, "malformed_row"], ["", 4, "empty_id"], ["A", 6, "duplicate_id"], ["C", 7, "bad_encoding"]]
     assert "expected 3 fields, found 5" in bad["detail"].iloc[0]
 
 
@@ -61,17 +60,17 @@ def test_every_firm_accounted_for_and_summary_reconciles(trained, settings, tmp_
     body = good.assign(website="").to_csv(index=False)
     body += 'EX001,dup,"Repeated firm",\nEX900,short,row\nEX901,No site,,\nEX902,Has site,,www.ex902.co.uk\n'
     register.write_text(body)
-    result = classify_register(register, tmp_path / "out.parquet", settings, chunk_rows=7, progress=QUIET)
+    result = classify_register(register, tmp_path / "out.parquet", settings, chunk_rows=7)
     labels = pd.read_parquet(result.labels_path)
     exceptions = pd.read_csv(result.exceptions_path, dtype=str, keep_default_na=False)
     data_rows = len(good) + 4
     assert result.n_input == data_rows == labels["firm_id"].nunique() + len(exceptions)
     assert result.n_classified == labels["firm_id"].nunique() and result.n_exceptions == len(exceptions)
     reasons = dict(zip(exceptions["firm_id"] + "@" + exceptions["line"], exceptions["reason"]))
-    assert reasons["EX001@22"] == "duplicate firm_id"
-    assert reasons["EX900@23"] == "malformed row"
-    assert reasons["EX901@24"] == "no website" and reasons["EX018@19"] == "no website"
-    assert reasons["EX902@25"] == "no text"
+    assert reasons["EX001@22"] == "duplicate_id"
+    assert reasons["EX900@23"] == "malformed_row"
+    assert reasons["EX901@24"] == "no_website" and reasons["EX018@19"] == "no_website"
+    assert reasons["EX902@25"] == "no_text"
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["counts"]["input_rows"] == data_rows
     assert manifest["counts"]["scored"] + manifest["counts"]["exceptions"] == data_rows
@@ -117,12 +116,12 @@ def test_killed_run_resumes_to_the_same_output(trained, rtic_home, tmp_path):
 
 def test_since_rescores_only_changed_firms(trained, settings, tmp_path):
     register = seed_register(tmp_path / "may.csv", 30)
-    may = classify_register(register, tmp_path / "may.parquet", settings, chunk_rows=8, progress=QUIET)
+    may = classify_register(register, tmp_path / "may.parquet", settings, chunk_rows=8)
     june_register = pd.read_csv(register, dtype=str, keep_default_na=False)
     june_register.loc[3, "text"] = "We now make satellite antennas and ground stations for small spacecraft."
     june_register = pd.concat([june_register, pd.DataFrame({"firm_id": ["NEW1"], "name": ["new"], "text": ["Open banking payments API."]})])
     june_register.to_csv(tmp_path / "june.csv", index=False)
-    june = classify_register(tmp_path / "june.csv", tmp_path / "june.parquet", settings, chunk_rows=8, since=may.labels_path, progress=QUIET)
+    june = classify_register(tmp_path / "june.csv", tmp_path / "june.parquet", settings, chunk_rows=8, since=may.labels_path)
     assert (june.n_input, june.n_classified, june.n_carried) == (31, 31, 29)
     labels = pd.read_parquet(june.labels_path)
     changed = {"F00003", "NEW1"}
@@ -131,15 +130,15 @@ def test_since_rescores_only_changed_firms(trained, settings, tmp_path):
     keep = lambda df: df[~df["firm_id"].isin(changed)].sort_values(["firm_id", "sector_id"]).reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(keep(labels), keep(before))
     assert set(labels.loc[labels["firm_id"] == "F00003", "text_sha256"]).isdisjoint(before.loc[before["firm_id"] == "F00003", "text_sha256"])
-    full = classify_register(tmp_path / "june.csv", tmp_path / "june_full.parquet", settings, chunk_rows=8, progress=QUIET)
+    full = classify_register(tmp_path / "june.csv", tmp_path / "june_full.parquet", settings, chunk_rows=8)
     pd.testing.assert_frame_equal(comparable(labels), comparable(pd.read_parquet(full.labels_path)))
 
 
 def test_parquet_register_gives_the_same_labels(trained, settings, tmp_path):
     register = pd.read_csv(EXAMPLE, dtype=str, keep_default_na=False)
     register.to_parquet(tmp_path / "r.parquet", index=False)
-    from_csv = classify_register(EXAMPLE, tmp_path / "csv.parquet", settings, chunk_rows=6, progress=QUIET)
-    from_pq = classify_register(tmp_path / "r.parquet", tmp_path / "pq.parquet", settings, chunk_rows=6, progress=QUIET)
+    from_csv = classify_register(EXAMPLE, tmp_path / "csv.parquet", settings, chunk_rows=6)
+    from_pq = classify_register(tmp_path / "r.parquet", tmp_path / "pq.parquet", settings, chunk_rows=6)
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(from_csv.labels_path)), comparable(pd.read_parquet(from_pq.labels_path)))
     assert pd.read_csv(from_pq.exceptions_path, dtype=str)["line"].tolist() == ["18", "20"]  # Parquet: 1-based row number
 
@@ -157,7 +156,7 @@ def test_companies_house_basic_company_data_as_it_comes(trained, settings, tmp_p
                     "SICCode.SicText_1": "28990 - Manufacture of other special-purpose machinery", "SICCode.SicText_2": "None Supplied"})
         rows.append({**row, "text": text})
     pd.DataFrame(rows, columns=header + ["text"]).to_csv(tmp_path / "BasicCompanyData.csv", index=False)
-    result = classify_register(tmp_path / "BasicCompanyData.csv", tmp_path / "ch.parquet", settings, progress=QUIET)
+    result = classify_register(tmp_path / "BasicCompanyData.csv", tmp_path / "ch.parquet", settings)
     assert set(pd.read_parquet(result.labels_path)["firm_id"]) == {"00000000", "00000001"}
     assert (result.n_input, result.n_exceptions) == (3, 1)
 
@@ -167,14 +166,14 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (rtic_home / "static" / "minilm-static-v1.npy").exists()
     register = seed_register(tmp_path / "r.csv", 60, offset=400)
-    exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25, progress=QUIET)
+    exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25)
     transformer = pd.read_parquet(exact.labels_path)
 
-    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0, progress=QUIET)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0)
     assert everyone.n_escalated == 60
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(everyone.labels_path)), comparable(transformer))
 
-    nobody = classify_register(register, tmp_path / "none.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.0, progress=QUIET)
+    nobody = classify_register(register, tmp_path / "none.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.0)
     static = pd.read_parquet(nobody.labels_path)
     assert nobody.n_escalated == 0 and set(static["scored_by"]) == {"static"}
     assert static["probability"].between(0, 1).all()
@@ -182,7 +181,7 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     agreement = (comparable(static)["assigned"] == comparable(transformer)["assigned"]).mean()
     assert agreement > 0.85
 
-    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.05, progress=QUIET)
+    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.05)
     mixed = comparable(pd.read_parquet(some.labels_path))
     rescored = mixed["scored_by"] == "transformer"
     assert some.n_escalated == mixed.loc[rescored, "firm_id"].nunique() <= 60
@@ -198,8 +197,8 @@ def test_dotted_out_names_keep_their_own_side_files(trained, settings, tmp_path)
     from rtic.review.index import default_index_path
 
     out = tmp_path / "out"
-    first = classify_register(EXAMPLE, out / "labels.2026.11.parquet", settings, chunk_rows=7, progress=QUIET)
-    second = classify_register(EXAMPLE, out / "labels.2026.12.parquet", settings, chunk_rows=7, progress=QUIET)
+    first = classify_register(EXAMPLE, out / "labels.2026.11.parquet", settings, chunk_rows=7)
+    second = classify_register(EXAMPLE, out / "labels.2026.12.parquet", settings, chunk_rows=7)
     assert first.exceptions_path == out / "labels.2026.11.exceptions.csv"
     assert second.exceptions_path == out / "labels.2026.12.exceptions.csv"
     assert first.manifest_path.parent == out / "labels.2026.11.parts"

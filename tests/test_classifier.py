@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold
+from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold, fit_calibration
 from conftest import HashEncoder
 
 TOPICS = {
@@ -134,3 +134,14 @@ def test_is_a_scikit_learn_estimator():
             clone(clf).set_params(**bad).fit(texts, Y)
     fitted = clone(copy).fit(texts, Y)
     assert (fitted.predict(texts) == Y.astype(bool)).mean() > 0.9
+
+
+def test_thresholds_bound_the_share_of_ordinary_texts_labelled():
+    """F1 alone would accept many ordinary texts; max_ordinary_rate caps their out-of-fold share per sector."""
+    scores = np.r_[np.linspace(-0.5, 3, 200), np.linspace(-3, 1, 400)]  # 200 positives, 400 ordinary texts overlapping them
+    Y = np.r_[np.ones(200), np.zeros(400)].astype(int)[:, None]
+    ordinary = Y[:, 0] == 0
+    cals, loose = fit_calibration(scores[:, None], Y, 5)
+    _, capped = fit_calibration(scores[:, None], Y, 5, ordinary=ordinary, max_ordinary_rate=0.01)
+    rate = lambda t: (cals[0](scores[ordinary]) >= t).mean()  # noqa: E731
+    assert rate(loose[0]) > 0.01 and rate(capped[0]) <= 0.01 and capped[0] > loose[0]

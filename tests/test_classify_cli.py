@@ -23,6 +23,9 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
     res = run_cli("classify", str(EXAMPLE), "--out", str(out), home=rtic_home)
     assert res.returncode == 0, res.stderr
     assert "firms per sector" in res.stdout
+    # Progress is logged to stderr as plain lines, with the rate and ETA after each chunk.
+    assert "firms from example_register.csv with" in res.stderr and "firms/s, ETA" in res.stderr, res.stderr
+    assert "classifying" not in res.stdout
 
     labels = pd.read_parquet(out)
     assert list(labels.columns)[: len(LABEL_COLUMNS)] == LABEL_COLUMNS
@@ -36,9 +39,17 @@ def test_classify_example_end_to_end(trained, rtic_home, tmp_path):
 
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str)
     assert set(exceptions["firm_id"]) == {"EX018", "EX020"}
-    assert set(exceptions["reason"]) == {"no text"}
+    assert set(exceptions["reason"]) == {"no_text"}
     # Every register row is accounted for.
     assert labels["firm_id"].nunique() + len(exceptions) == len(register)
+
+
+@pytest.mark.parametrize("quiet", [["--quiet", "classify"], ["classify", "--quiet"]], ids=["global", "command"])
+def test_quiet_leaves_progress_out_and_the_summary_in(trained, rtic_home, tmp_path, quiet):
+    res = run_cli(*quiet, str(EXAMPLE), "--out", str(tmp_path / "labels.parquet"), home=rtic_home)
+    assert res.returncode == 0, res.stderr
+    assert "firms per sector" in res.stdout
+    assert "classifying" not in res.stderr and "ETA" not in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize(
@@ -107,4 +118,25 @@ def test_row_level_problems_are_exceptions_not_errors(trained, rtic_home, tmp_pa
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(out)["firm_id"]) == {"1", "3"}
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str)
-    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["1", "3", "duplicate firm_id"], ["2", "4", "bad encoding"]]
+    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["1", "3", "duplicate_id"], ["2", "4", "bad_encoding"]]
+
+
+def test_companies_house_file_with_a_websites_file(trained, settings, tmp_path):
+    """--websites joins on company number: a firm with a website but no text is no_text (worth crawling), not no_website;
+    websites rows meeting no firm are listed."""
+    from rtic.score.batch import classify_register
+
+    ch = tmp_path / "ch.csv"
+    pd.DataFrame({"CompanyName": ["ACME ROBOTS LTD", "BETA LTD", "GAMMA LTD"], "CompanyNumber": ["01234567", "SC012345", "07654321"],
+                  "text": ["We build welding robots.", "", ""]}).to_csv(ch, index=False)
+    websites = tmp_path / "websites.csv"
+    pd.DataFrame({"CompanyNumber": ["1234567", "SC012345", "09999999"],
+                  "website": ["acme.example", "beta.example", "nobody.example"]}).to_csv(websites, index=False)
+    out = tmp_path / "labels.parquet"
+    result = classify_register(ch, out, settings, websites=websites, progress=lambda *_: None)
+    exceptions = pd.read_csv(result.exceptions_path, dtype=str).set_index("firm_id")
+    assert exceptions["reason"].to_dict() == {"SC012345": "no_text", "07654321": "no_website"}
+    report = pd.read_csv(tmp_path / "labels.unmatched-websites.csv", dtype=str)
+    assert report[["firm_id", "reason"]].values.tolist() == [["09999999", "no_such_firm"]]
+    assert result.websites.startswith(f"websites from {websites}: 2 of 3 attached")
+    assert result.websites_report == tmp_path / "labels.unmatched-websites.csv"

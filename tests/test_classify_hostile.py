@@ -29,7 +29,7 @@ def test_an_unbalanced_quote_loses_only_its_own_row(trained, rtic_home, tmp_path
     assert res.returncode == 0, res.stderr
     assert "1000 firms in register: 999 classified, 1 not classified" in res.stdout
     exceptions = pd.read_csv(exceptions_path_for(out), dtype=str)
-    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["F0003", "4", "malformed row"]]
+    assert exceptions[["firm_id", "line", "reason"]].values.tolist() == [["F0003", "4", "malformed_row"]]
     assert pd.read_parquet(out)["firm_id"].nunique() == 999
 
 
@@ -60,7 +60,7 @@ def test_parquet_of_the_wrong_type_undecodable_or_damaged(trained, rtic_home, tm
     out = tmp_path / "bin.parquet"
     res = run_cli("classify", str(undecodable), "--out", str(out), "--quiet", home=rtic_home)
     assert res.returncode == 0 and "2 firms in register: 1 classified, 1 not classified" in res.stdout, res.stderr
-    assert pd.read_csv(exceptions_path_for(out), dtype=str)[["firm_id", "reason"]].values.tolist() == [["B", "bad encoding"]]
+    assert pd.read_csv(exceptions_path_for(out), dtype=str)[["firm_id", "reason"]].values.tolist() == [["B", "bad_encoding"]]
 
     damaged = tmp_path / "damaged.parquet"
     pd.DataFrame({"firm_id": [f"F{i}" for i in range(3000)], "text": [f"{TEXTS[i % 4]} {i}" * 20 for i in range(3000)]}).to_parquet(damaged, row_group_size=1000)

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_cli
 from rtic.config import DEFAULT_SEED_LABELS
+from rtic.contracts import REASONS
 from rtic.crawl.crawler import CrawlOptions, crawl
 from rtic.crawl.document import PAGE_CHAR_CAP, firm_documents, site_document
 from rtic.crawl.fetch import FetchOptions
@@ -49,15 +50,17 @@ def test_firm_documents_and_classify_from_store(tmp_path, request, rtic_home):
     docs = firm_documents(store, ["G", "P", "N", "MISSING"]).set_index("firm_id")
     assert ABOUT in docs.loc["G", "text"] and docs.loc["G", "reason"] == ""
     assert [p["kind"] for p in json.loads(docs.loc["G", "pages"])] == ["home", "about"]
-    assert docs.loc["P", "text"] == "" and docs.loc["P", "reason"].startswith("site parked")
-    assert docs.loc["N", "reason"].startswith("site dead") and docs.loc["MISSING", "reason"] == "not crawled"
+    assert docs.loc["P", "text"] == "" and docs.loc["P", "reason"] == "site_parked" and "placeholder phrase" in docs.loc["P", "detail"]
+    assert docs.loc["N", "reason"] == "no_website" and docs.loc["MISSING", "reason"] == "not_crawled"
 
     out = tmp_path / "labels.parquet"
     res = run_cli("classify", str(register), "--out", str(out), "--store", str(store), home=rtic_home)
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(out)["firm_id"]) == {"G"}
     exceptions = pd.read_csv(tmp_path / "labels.exceptions.csv", dtype=str).set_index("firm_id")
-    assert exceptions.loc["P", "reason"].startswith("site parked") and exceptions.loc["N", "reason"].startswith("site dead")
+    assert exceptions.loc["P", "reason"] == "site_parked" and exceptions.loc["N", "reason"] == "no_website"
+    assert "placeholder phrase" in exceptions.loc["P", "detail"] and str(store) in exceptions.loc["P", "detail"]
+    assert set(exceptions["reason"]) <= set(REASONS)
 
     # A reviewer sees exactly the document that was scored, with the pages it came from.
     from rtic.embed.encoder import text_sha256

@@ -76,8 +76,8 @@ def test_cross_validation_is_honest_and_repeatable():
     def make():
         return SectorClassifier(topics, encoder=HashEncoder(), features="embedding+tfidf", random_state=0)
 
-    first = cross_validate(firms, make, k=4, seed=0, progress=lambda *_: None)
-    second = cross_validate(firms, make, k=4, seed=0, progress=lambda *_: None)
+    first = cross_validate(firms, make, k=4, seed=0)
+    second = cross_validate(firms, make, k=4, seed=0)
     pd.testing.assert_frame_equal(first.report, second.report)
     assert first.report.set_index("sector_id").loc["macro", "f1"] > 0.8
     # Every firm is scored exactly once, by a model that never saw it.

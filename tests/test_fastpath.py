@@ -2,6 +2,8 @@
 held-out texts, re-scored firms carrying exactly the transformer's labels, the cached head, bad input.
 Real encoder, real model trained by the session fixture, real MLflow SQLite registry, the real CLI."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,6 @@ from rtic.errors import RticError
 from rtic.score.fastpath import FastScorer, build_fast_path, calibrated_logits, head_path, sample_register, StaticEncoder, static_model_path
 from conftest import run_cli
 
-QUIET = lambda *_: None  # noqa: E731
 SEED = pd.read_csv(DEFAULT_SEED_LABELS, dtype=str, keep_default_na=False)
 
 
@@ -35,12 +36,12 @@ def distilled(trained, settings, tmp_path_factory):
 def test_sample_register_is_uniform_deterministic_and_skips_firms_without_text(tmp_path):
     texts = [f"firm number {i} makes things" if i % 10 else "" for i in range(3000)]
     register = write_register(tmp_path / "r.csv", texts)
-    first = sample_register(register, 200, progress=QUIET)
-    assert first == sample_register(register, 200, progress=QUIET)
+    first = sample_register(register, 200)
+    assert first == sample_register(register, 200)
     assert len(set(first)) == 200 and all(first)
     numbers = np.array([int(t.split()[2]) for t in first])
     assert numbers.min() < 300 and numbers.max() > 2700  # drawn from the whole file, not its head
-    assert len(sample_register(register, 5000, progress=QUIET)) == 2700  # smaller register: every firm with text
+    assert len(sample_register(register, 5000)) == 2700  # smaller register: every firm with text
 
 
 def test_build_reports_the_head_and_its_validation_table(distilled, settings):
@@ -54,7 +55,7 @@ def test_build_reports_the_head_and_its_validation_table(distilled, settings):
 
 def test_fast_scores_agree_with_the_transformer_on_held_out_texts(distilled, settings):
     model = registry.open_model(None, settings)
-    scorer = FastScorer.for_model(model, settings, transformer=None, progress=QUIET)
+    scorer = FastScorer.for_model(model, settings, transformer=None)
     held_out = SEED["text"].iloc[600:700].tolist()  # neither distilled on nor trained on
     fast = scorer.logits(held_out)
     true = calibrated_logits(scorer.clf, model.classifier.encoder, held_out)
@@ -74,13 +75,13 @@ def test_fast_scores_agree_with_the_transformer_on_held_out_texts(distilled, set
 
 def test_rescored_firms_get_exactly_the_transformer_labels(distilled, settings, tmp_path):
     register = write_register(tmp_path / "r.csv", SEED["text"].iloc[700:740].tolist())
-    exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25, progress=QUIET)
+    exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25)
     transformer = pd.read_parquet(exact.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
-    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0, progress=QUIET)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0)
     assert everyone.n_escalated == 40
     fast = pd.read_parquet(everyone.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(fast, transformer)
-    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=1.0, progress=QUIET)
+    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=1.0)
     mixed = pd.read_parquet(some.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
     rescored = mixed["scored_by"] == "transformer"
     assert 0 < some.n_escalated == mixed.loc[rescored, "firm_id"].nunique() < 40
@@ -94,7 +95,7 @@ def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
     import rtic.score.fastpath as fastpath
 
     monkeypatch.setattr(fastpath, "build_head", lambda *a, **k: pytest.fail("the cached head should have been reused"))
-    scorer = FastScorer.for_model(registry.open_model(None, settings), settings, transformer=None, progress=QUIET)
+    scorer = FastScorer.for_model(registry.open_model(None, settings), settings, transformer=None)
     assert scorer.head.corpus.startswith("random sample of 160 firms") and path.stat().st_mtime_ns == before
     assert scorer.identity()["head_digest"] == scorer.head.digest
 
@@ -106,7 +107,7 @@ def test_margin_out_of_range_is_one_line_exit_2(distilled, settings, tmp_path):
     assert res.stderr.strip().count("\n") == 0 and "--fast-margin" in res.stderr and "Traceback" not in res.stderr
     for margin in (float("nan"), 101.0):
         with pytest.raises(RticError, match="--fast-margin is in residual standard deviations"):
-            classify_register(register, tmp_path / "o.parquet", settings, fast=True, fast_margin=margin, progress=QUIET)
+            classify_register(register, tmp_path / "o.parquet", settings, fast=True, fast_margin=margin)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -125,7 +126,7 @@ def test_build_bad_input_is_one_line_exit_2(trained, settings, tmp_path, args, m
 def test_a_register_too_small_to_distil_on_is_refused(trained, settings, tmp_path):
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"] * 10 + [""] * 5)
     with pytest.raises(RticError, match="only 10 firms with text"):
-        build_fast_path(settings, register=register, sample=60, progress=QUIET)
+        build_fast_path(settings, register=register, sample=60)
 
 
 def test_static_token_ids_from_a_prefix_equal_the_whole_texts():
@@ -158,15 +159,16 @@ def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():
     np.testing.assert_allclose(means.table(leave_out=0)[2], base[2])  # token 2 was only in fold 0
 
 
-def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distilled, settings, tmp_path):
+def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distilled, settings, tmp_path, caplog):
     model = registry.open_model(None, settings)
-    lines = []
-    scorer = FastScorer.for_model(model, settings, transformer=None, progress=lines.append)
+    caplog.set_level(logging.INFO, logger="rtic.score.fastpath")
+    scorer = FastScorer.for_model(model, settings, transformer=None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rtic.score.fastpath"]
     table = scorer.head.validation
     reaching = [row["z"] for row in table if row["cell_agreement"] >= 0.97]
     assert scorer.margin == (reaching[0] if reaching else 100.0)
     assert any("for 97.0% agreement" in line for line in lines)
-    strict = FastScorer.for_model(model, settings, transformer=None, agreement=0.999, progress=QUIET)
+    strict = FastScorer.for_model(model, settings, transformer=None, agreement=0.999)
     assert strict.margin >= scorer.margin
     assert [row["z"] for row in table] == sorted(row["z"] for row in table)
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])

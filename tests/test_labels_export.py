@@ -18,7 +18,7 @@ def test_wide_csv_has_one_row_per_firm_with_name_website_and_a_column_per_sector
     labels = pd.read_parquet(review_labels)
     register = pd.read_csv(review_register, dtype=str, keep_default_na=False).set_index("firm_id")
     unclassified = pd.read_csv(exceptions_path(review_labels), dtype=str, keep_default_na=False).set_index("firm_id")
-    result = export_wide(review_labels, tmp_path / "wide.csv", register=review_register, progress=lambda *_: None)
+    result = export_wide(review_labels, tmp_path / "wide.csv", register=review_register)
     wide = read_wide(result.out)
     sectors = sorted(labels["sector_id"].unique())
     assert list(wide.columns) == ["firm_id", "name", "website", *sectors, "model_name", "model_version", "taxonomy_version", "not_classified"]
@@ -34,7 +34,7 @@ def test_wide_csv_has_one_row_per_firm_with_name_website_and_a_column_per_sector
         assert wide.loc[firm, "not_classified"] == reason and (wide.loc[firm, sectors] == "").all()
     assert wide.loc["EX004", "name"] == register.loc["EX004", "name"] and wide.loc["EX004", "website"] == register.loc["EX004", "website"]
 
-    probs = read_wide(export_wide(review_labels, tmp_path / "p.csv", register=review_register, values="probability", progress=lambda *_: None).out)
+    probs = read_wide(export_wide(review_labels, tmp_path / "p.csv", register=review_register, values="probability").out)
     probs = probs.set_index("firm_id")
     for row in labels.itertuples():
         assert float(probs.loc[row.firm_id, row.sector_id]) == pytest.approx(row.probability, abs=5e-5)
@@ -45,7 +45,7 @@ def test_cells_a_spreadsheet_would_run_as_formulas_are_quoted(review_labels, tmp
     firms = sorted(pd.read_parquet(review_labels)["firm_id"].unique())
     names = {firms[0]: "=HYPERLINK(\"http://evil.example\",\"click\")", firms[1]: "+44 Solar", firms[2]: "@SUM(A1)"}
     pd.DataFrame({"firm_id": firms, "name": [names.get(f, "Plain Ltd") for f in firms], "text": "x"}).to_csv(register, index=False)
-    wide = read_wide(export_wide(review_labels, tmp_path / "wide.csv", register=register, progress=lambda *_: None).out).set_index("firm_id")
+    wide = read_wide(export_wide(review_labels, tmp_path / "wide.csv", register=register).out).set_index("firm_id")
     for firm, name in names.items():
         assert wide.loc[firm, "name"] == "'" + name
     assert wide.loc[firms[3], "name"] == "Plain Ltd"
@@ -54,9 +54,9 @@ def test_cells_a_spreadsheet_would_run_as_formulas_are_quoted(review_labels, tmp
 def test_streamed_in_small_batches_gives_the_same_file(review_labels, review_register, tmp_path, monkeypatch):
     import rtic.firm_labels as fl
 
-    whole = export_wide(review_labels, tmp_path / "whole.csv", register=review_register, progress=lambda *_: None)
+    whole = export_wide(review_labels, tmp_path / "whole.csv", register=review_register)
     monkeypatch.setattr(fl, "BATCH_ROWS", 4)  # 9 sectors a firm: every firm is split across batches
-    pieces = export_wide(review_labels, tmp_path / "pieces.csv", register=review_register, progress=lambda *_: None)
+    pieces = export_wide(review_labels, tmp_path / "pieces.csv", register=review_register)
     assert pieces.out.read_bytes() == whole.out.read_bytes()
 
 
@@ -69,7 +69,7 @@ def test_published_labels_export_the_reviewed_verdict(review_labels, tmp_path):
     reviews = tmp_path / "reviews.sqlite"
     ReviewStore(reviews).record(row["firm_id"], row["sector_id"], "reject", "alice")
     published = publish_file(review_labels, reviews, tmp_path / "published.parquet").out
-    wide = read_wide(export_wide(published, tmp_path / "wide.csv", progress=lambda *_: None).out).set_index("firm_id")
+    wide = read_wide(export_wide(published, tmp_path / "wide.csv").out).set_index("firm_id")
     assert wide.loc[row["firm_id"], row["sector_id"]] == "no"
 
 
@@ -87,12 +87,12 @@ def test_bad_inputs_are_refused_and_leave_no_file(review_labels, tmp_path):
     shuffled = tmp_path / "shuffled.parquet"
     pd.concat([labels[labels["firm_id"] == first].iloc[:2], labels[labels["firm_id"] != first], labels[labels["firm_id"] == first].iloc[2:]]).to_parquet(shuffled)
     with pytest.raises(RticError, match=f"firm {first}'s sectors in two places"):
-        export_wide(shuffled, out, progress=lambda *_: None)
+        export_wide(shuffled, out)
     assert not out.exists() and not list(tmp_path.glob(".wide.csv.*"))
 
 
 def test_hostile_firm_text_stays_in_its_cell(review_labels, review_register, tmp_path):
-    out = export_wide(review_labels, tmp_path / "wide.csv", register=review_register, progress=lambda *_: None).out
+    out = export_wide(review_labels, tmp_path / "wide.csv", register=review_register).out
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert len({len(r) for r in rows}) == 1  # every row as wide as the header

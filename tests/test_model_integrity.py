@@ -124,7 +124,7 @@ def test_training_options_out_of_range_are_refused_before_any_work(tmp_path, opt
     from rtic.model.training import train
 
     with pytest.raises(RticError, match=says):
-        train(Settings(home=tmp_path / "home"), labels_path=tmp_path / "never-read.csv", progress=lambda *_: None, **kwargs)
+        train(Settings(home=tmp_path / "home"), labels_path=tmp_path / "never-read.csv", **kwargs)
     assert not (tmp_path / "home").exists()  # refused before the registry was touched
 
 
@@ -134,4 +134,5 @@ def test_the_mlflow_ui_port_must_be_a_port(tmp_path):
     for port in (0, -1, 70000):
         with pytest.raises(RticError, match="--port must be between 1 and 65535"):
             ui_command(Settings(home=tmp_path), port)
+    (tmp_path / "mlflow.db").touch()  # a registry to serve
     assert "5000" in ui_command(Settings(home=tmp_path), 5000)

@@ -33,7 +33,7 @@ def test_a_quote_never_closed_costs_its_own_row_only(tmp_path):
     register = numbered_register(tmp_path / "r.csv", 1000, {3: 'F0003,f3.co.uk,"Firm 3 quotes badly'})
     rows, bad = read_all(register)
     assert len(rows) + len(bad) == 1000
-    assert bad[["firm_id", "line", "reason"]].values.tolist() == [["F0003", 4, "malformed row"]]
+    assert bad[["firm_id", "line", "reason"]].values.tolist() == [["F0003", 4, "malformed_row"]]
     assert "unbalanced quote" in bad["detail"].iloc[0]
     assert rows["line"].tolist() == [2, 3] + list(range(5, 1002))
     assert rows["text"].iloc[-1] == "Firm 1000 makes software"
@@ -113,7 +113,7 @@ def test_parquet_integer_ids_and_undecodable_text(tmp_path):
                              "lat": pa.array([51.5, None, 52.0, 53.0])}), path)
     rows, bad = read_all(path)
     assert rows[["firm_id", "text", "lat", "line"]].values.tolist() == [["10", "fine", "51.5", 1]]
-    assert bad[["firm_id", "line", "reason"]].values.tolist() == [["20", 2, "bad encoding"], ["30", 3, "bad encoding"], ["", 4, "empty firm_id"]]
+    assert bad[["firm_id", "line", "reason"]].values.tolist() == [["20", 2, "bad_encoding"], ["30", 3, "bad_encoding"], ["", 4, "empty_id"]]
 
 
 def test_a_damaged_parquet_file_is_one_line(tmp_path):

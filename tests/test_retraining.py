@@ -18,18 +18,43 @@ from rtic.mlops.lifecycle import compare, list_versions, promote, show_version
 from rtic.taxonomy import load_taxonomy
 from rtic.model.training import evaluate, train
 
-QUIET = dict(progress=lambda *_: None)
+
+
+SECOND_PROGRESS = []  # (message, id of the MLflow run active when it was shown) while `second` trained
 
 
 @pytest.fixture(scope="session")
 def second(settings, mini_labels, trained):
     """A second version, trained on the same labels with other settings (no outer CV, to stay quick)."""
-    return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0, **QUIET)
+    import logging
+
+    import mlflow
+
+    class RunOfEachLine(logging.Handler):
+        def emit(self, record):
+            active = mlflow.active_run()
+            SECOND_PROGRESS.append((record.getMessage(), active.info.run_id if active else None))
+
+    handler = RunOfEachLine(level=logging.INFO)
+    logger = logging.getLogger("rtic.model.training")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        return train(settings, labels_path=mini_labels, features="embedding", C=0.05, cv=0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_training_run_is_open_while_the_work_is_done(second):
+    # Embedding and fitting happen inside the run, so MLflow's duration is the training time, not the logging time.
+    during = {m.split(" ")[0]: run_id for m, run_id in SECOND_PROGRESS}
+    assert during["embedding"] == during["fitting"] == second.run_id
 
 
 @pytest.fixture(scope="session")
 def evaluated(settings, mini_labels, trained, second):
-    return {v: evaluate(settings, mini_labels, model_uri=f"models:/{MODEL_NAME}/{v}", eval_set="mini", **QUIET)
+    return {v: evaluate(settings, mini_labels, model_uri=f"models:/{MODEL_NAME}/{v}", eval_set="mini")
             for v in (trained.version, second.version)}
 
 
@@ -77,19 +102,32 @@ def test_evaluate_refuses_a_taxonomy_of_another_version(trained, settings, mini_
     other = tmp_path / "old.yaml"
     other.write_text(yaml.safe_dump(data))
     with pytest.raises(RticError, match="trained on taxonomy"):
-        evaluate(settings, mini_labels, taxonomy_path=other, **QUIET)
+        evaluate(settings, mini_labels, taxonomy_path=other)
 
 
-def test_models_list_show_compare(settings, trained, second, evaluated):
+def test_models_list_show_compare(settings, trained, second, evaluated, mini_labels):
     table = list_versions(settings)
     assert list(table["version"][:2]) == [int(second.version), int(trained.version)]
     assert "champion" in table.set_index("version").loc[int(trained.version), "aliases"]
     assert table["macro_f1"].notna().all()
+    # Each headline figure says which labels it is on; evaluations on a named set sit beside them.
+    rows = table.set_index("version")
+    assert rows.loc[int(trained.version), "figures_on"].startswith(f"cross-validation on {mini_labels.name}")
+    assert rows.loc[int(second.version), "figures_on"].startswith(f"out-of-fold (optimistic) on {mini_labels.name}")
+    for v in (trained.version, second.version):
+        assert rows.loc[int(v), "macro_f1@mini"] == pytest.approx(evaluated[v].report.set_index("sector_id").loc["macro", "f1"])
+    # Registered model and versions say what they are and what they were trained on.
+    client = MlflowClient(registry.configure(settings))
+    assert "sector classifier" in client.get_registered_model(MODEL_NAME).description
+    description = client.get_model_version(MODEL_NAME, trained.version).description
+    assert mini_labels.name in description and load_taxonomy().version in description and "cross-validation" in description
     info = show_version(settings, trained.version)
     assert info["aliases"] == ["champion"] and info["params"]["cv_folds"] == "5"
     assert [e["eval_set"] for e in info["evaluations"]] == ["mini"]
     side = compare(settings, trained.version, second.version, eval_set="mini").set_index("sector_id")
     assert f"f1_v{trained.version}" in side.columns and f"f1_v{second.version}" in side.columns
+    assert list(side.index) == load_taxonomy().sector_ids + ["macro", "micro"]
+    assert list(compare(settings, trained.version, second.version)["sector_id"]) == load_taxonomy().sector_ids + ["macro", "micro"]
     assert side.loc["macro", "f1_change"] == pytest.approx(
         evaluated[second.version].report.set_index("sector_id").loc["macro", "f1"]
         - evaluated[trained.version].report.set_index("sector_id").loc["macro", "f1"])
@@ -159,7 +197,11 @@ def test_empty_texts_and_rare_sectors_are_reported(tmp_path):
     firms = read_labels(path, load_taxonomy())
     assert firms.firm_ids == ["2", "3"]
     assert any("empty text" in w and "1" in w for w in firms.warnings)
-    assert any("fewer than 5 positive" in w and "fintech" in w for w in firms.warnings)
+    assert any("fewer than 5 positive" in w and "fintech" in w and "fixed threshold" in w for w in firms.warnings)
+    # Scoring a model on these firms tunes nothing: the warning says what few positives mean for the figures.
+    scored = read_labels(path, load_taxonomy(), training=False)
+    assert any("fewer than 5 positive" in w and "fintech" in w for w in scored.warnings)
+    assert not any("threshold" in w for w in scored.warnings)
 
 
 # -- active learning ---------------------------------------------------------------------------------
@@ -175,9 +217,14 @@ def test_pick_uncertain_diverse_prefers_the_threshold_and_skips_duplicates():
 def test_suggest_then_import_with_provenance(settings, trained, mini_labels, tmp_path):
     register = REPO_ROOT / "rtic" / "data" / "example_register.csv"
     review = tmp_path / "review.csv"
-    frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels, **QUIET)
+    frame = suggest(settings, register, "fintech", review, n=6, exclude_labels=mini_labels)
     assert len(frame) == 6 and frame["firm_id"].is_unique
     assert set(frame["model_version"]) == {trained.version}
+    # The reviewer can find each firm: its name and website from the register sit beside its text.
+    names = pd.read_csv(register, dtype=str, keep_default_na=False).set_index("firm_id")
+    written = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert list(written.columns[:4]) == ["firm_id", "name", "website", "text"]
+    assert written["name"].tolist() == names.loc[written["firm_id"], "name"].tolist() and written["name"].str.strip().all()
     labelled = set(pd.read_csv(mini_labels, dtype=str)["firm_id"])
     assert not set(frame["firm_id"]) & labelled
     # A reviewer confirms three rows (one relabelled to fintech|ai_data) and leaves the rest.
@@ -236,18 +283,37 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     new = load_taxonomy(result.taxonomy_path)
     assert new.version == bump_version(old.version) != old.version and new.sector_ids == old.sector_ids + ["quantum"]
     assert result.seeds_added == len(QUANTUM_SEEDS)
+    # Ten seed firms: the hint names the flags the README recommends for few seeds.
+    assert result.message.endswith(f"Next: rtic train --labels {labels} --taxonomy {result.taxonomy_path} --description-prior --features embedding")
     with pytest.raises(RticError, match="already has"):
         add_sector(result.taxonomy_path, tmp_path / "t2.yaml", "quantum", "Q", "Q.", seeds, labels)
     # The old taxonomy no longer accepts the labels; the new one trains a model that knows the sector.
     with pytest.raises(RticError, match="quantum"):
         read_labels(labels, old)
     model = train(settings, labels_path=labels, taxonomy_path=result.taxonomy_path, name="rtic-quantum-test", cv=0,
-                  description_prior=True, **QUIET)
+                  description_prior=True)
     assert model.taxonomy_version == new.version
     pyfunc = registry.open_model("models:/rtic-quantum-test/1", settings).pyfunc
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",
                                                 "We bake sourdough bread for cafes in Leeds."]}))
     assert out["quantum__probability"][0] > 0.5 > out["quantum__probability"][1]
+    # Suggest with that model, then import without --taxonomy: the file records the new taxonomy version, and the
+    # suggesting model knows its sectors, so the new sector is accepted (the bundled taxonomy would refuse it).
+    register = tmp_path / "register.csv"
+    pd.DataFrame({"firm_id": ["r1", "r2", "r3"], "name": ["Qubit Works", "Loaf Ltd", "Ion Trap Co"], "website": ["q.example", "", "i.example"],
+                  "text": ["Trapped-ion quantum computers for research labs.", "We bake sourdough bread for cafes in Leeds.",
+                           "Quantum key distribution systems for banks."]}).to_csv(register, index=False)
+    review = tmp_path / "review.csv"
+    suggest(settings, register, "quantum", review, n=2, model_uri="models:/rtic-quantum-test/1")
+    edited = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert set(edited["taxonomy_version"]) == {new.version}
+    edited["reviewed"], edited["sectors"] = "yes", "quantum"
+    edited.to_csv(review, index=False)
+    with pytest.raises(RticError, match=f"records taxonomy {new.version}.*--taxonomy"):
+        import_reviews(review, labels, out=tmp_path / "none.csv")  # no registry to ask: one line saying what to pass
+    summary = import_reviews(review, labels, out=tmp_path / "merged.csv", reviewer="alice", settings=settings)
+    assert summary.added == 2
+    assert read_labels(tmp_path / "merged.csv", new).Y[:, new.sector_ids.index("quantum")].sum() == len(QUANTUM_SEEDS) + 2
 
 
 def test_sample_few_shot_gives_each_sector_k_positives():
@@ -304,3 +370,26 @@ def test_two_full_training_runs_log_identical_metrics_quietly(tmp_path, mini_lab
     first, second_run = (r.data.metrics for r in runs)
     assert len(first) > 50 and first == second_run
     assert runs[0].data.params["labels_sha256"] == runs[1].data.params["labels_sha256"]
+
+
+def test_train_if_missing_replaces_a_champion_of_another_taxonomy(tmp_path, mini_labels, settings):
+    """`make demo` after a taxonomy change: the old champion cannot score, so --if-missing trains and promotes a new one."""
+    from rtic.config import Settings
+
+    home = tmp_path / "home"
+    shared_cache = {"RTIC_EMBEDDING_CACHE": str(settings.resolved_embedding_cache)}
+    data = yaml.safe_load(DEFAULT_TAXONOMY.read_text())
+    data["version"] = "1999.1"
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data))
+    first = run_cli("train", "--labels", str(mini_labels), "--cv", "0", "--taxonomy", str(old), home=home, env=shared_cache)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", "--if-missing", "--labels", str(mini_labels), "--cv", "0", "--taxonomy", str(old), home=home, env=shared_cache)
+    assert again.returncode == 0 and "not retraining" in again.stdout
+    now = run_cli("train", "--if-missing", "--labels", str(mini_labels), "--cv", "0", home=home, env=shared_cache)
+    assert now.returncode == 0, now.stderr
+    assert "trained on taxonomy 1999.1" in now.stdout and "set as champion" in now.stdout
+    client = MlflowClient(tracking_uri=Settings(home=home).resolved_tracking_uri)
+    champion = client.get_model_version_by_alias("rtic-sector-classifier", "champion")
+    assert str(champion.version) == "2" and champion.tags["taxonomy_version"] == load_taxonomy().version
+    assert champion.tags["promotion_forced"] == "true"

@@ -74,7 +74,7 @@ def small_index(tmp_path):
     register = tmp_path / "register.csv"
     names = ["Orbital Data Ltd" if i == 7 else f"Firm Number {i}" for i in range(30)] + ["Unclassified Co"]
     pd.DataFrame({"firm_id": [f"F{i:03d}" for i in range(31)], "name": names, "text": [f"text {i}" for i in range(31)]}).to_csv(register, index=False)
-    index = build_index(IndexSources(labels, register, margin=0.05), tmp_path / "idx.sqlite", progress=lambda *_: None)
+    index = build_index(IndexSources(labels, register, margin=0.05), tmp_path / "idx.sqlite")
     return LabelsIndex(index, tmp_path / "reviews.sqlite"), labels, register
 
 
@@ -115,11 +115,11 @@ def test_index_search_by_id_name_sector_and_review(small_index, tmp_path):
 def test_index_is_rebuilt_only_when_sources_change(small_index, tmp_path):
     _, labels, register = small_index
     sources = IndexSources(labels, register)
-    path = ensure_index(sources, tmp_path / "auto.sqlite", progress=lambda *_: None)
+    path = ensure_index(sources, tmp_path / "auto.sqlite")
     built = path.stat().st_mtime_ns
-    assert ensure_index(sources, path, progress=lambda *_: None).stat().st_mtime_ns == built
+    assert ensure_index(sources, path).stat().st_mtime_ns == built
     labels_frame([("Z", "ai_data", 0.9, True)]).to_parquet(labels)
-    ensure_index(IndexSources(labels, register), path, progress=lambda *_: None)
+    ensure_index(IndexSources(labels, register), path)
     assert LabelsIndex(path, tmp_path / "rv.sqlite").firm("Z") is not None
 
 
@@ -127,7 +127,7 @@ def test_index_refuses_a_file_that_is_not_labels(tmp_path):
     bad = tmp_path / "x.parquet"
     pd.DataFrame({"firm_id": ["1"]}).to_parquet(bad)
     with pytest.raises(RticError, match="no column"):
-        build_index(IndexSources(bad), tmp_path / "i.sqlite", progress=lambda *_: None)
+        build_index(IndexSources(bad), tmp_path / "i.sqlite")
     assert not (tmp_path / "i.sqlite").exists()
 
 

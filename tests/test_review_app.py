@@ -47,7 +47,7 @@ def server(settings, review_labels, review_register, review_explainer, tmp_path_
 
     reviews = tmp_path_factory.mktemp("app_reviews") / "reviews.sqlite"
     app = build_app(settings, review_labels, reviews, register=review_register, reviewer="alice", port=0,
-                    explainer=review_explainer, progress=lambda *_: None)
+                    explainer=review_explainer)
     httpd = make_server(app)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -34,7 +34,7 @@ def labels(tmp_path_factory):
 def serve(labels, reviews, idle_timeout=1.0):
     from rtic.review.app import build_app, make_server
 
-    app = build_app(None, labels, reviews, reviewer="alice", port=0, use_model=False, progress=lambda *_: None)
+    app = build_app(None, labels, reviews, reviewer="alice", port=0, use_model=False)
     httpd = make_server(app)
     httpd.RequestHandlerClass.timeout = idle_timeout  # short, so the tests need not wait the real 15 s
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

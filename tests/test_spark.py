@@ -31,8 +31,8 @@ def tidy(df):
     return df.drop(columns=["classified_at"]).reset_index(drop=True)
 
 
-CSV_EXCEPTIONS = [["A3", "5", "no website"], ["A4", "6", "no text"], ["A1", "7", "duplicate firm_id"], ["", "8", "empty firm_id"],
-                  ["A7", "9", "malformed row"], ["A8", "14", "bad encoding"]]
+CSV_EXCEPTIONS = [["A3", "5", "no_website"], ["A4", "6", "no_text"], ["A1", "7", "duplicate_id"], ["", "8", "empty_id"],
+                  ["A7", "9", "malformed_row"], ["A8", "14", "bad_encoding"]]
 
 
 def assert_same_output(out: Path, local, expected=CSV_EXCEPTIONS):
@@ -52,7 +52,7 @@ def malformed(trained, settings, tmp_path_factory):
     folder = tmp_path_factory.mktemp("spark")
     register = folder / "register.csv"
     register.write_bytes(MALFORMED)
-    return register, classify_register(register, folder / "local.parquet", settings, chunk_rows=3, progress=lambda *_: None)
+    return register, classify_register(register, folder / "local.parquet", settings, chunk_rows=3)
 
 
 def test_spark_engine_equals_local_engine(malformed, rtic_home, tmp_path):
@@ -66,6 +66,10 @@ def test_spark_engine_equals_local_engine(malformed, rtic_home, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "firms per sector" in res.stdout and "11 firms in register: 5 classified, 6 not classified" in res.stdout
     assert_same_output(out, local)
+    # Progress is one line per stage: no stage bars, no pandas-version warnings, no Spark WARN/INFO lines.
+    assert [l.split(":")[0] for l in res.stderr.splitlines() if l.startswith("stage ")] == [f"stage {k}/4" for k in range(1, 5)]
+    assert "does not yet fully support pandas" not in res.stderr and "[Stage" not in res.stderr
+    assert not [l for l in res.stderr.splitlines() if " WARN " in l or " INFO " in l], res.stderr
 
 
 # -- the Spark engine's CSV reader, its pure-Python parts: records and line numbers from split lines --------
@@ -116,7 +120,7 @@ def test_split_lines_rebuild_the_local_readers_records(tmp_path, cuts):
     register.write_bytes(TRICKY)
     chunks = list(Register.open(register).chunks(chunk_rows=100))
     local_good = [[int(r["line"]), r["firm_id"], r["website"], r["text"]] for r in chunks[0].rows.to_dict("records")]
-    local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed row", "bad encoding")]
+    local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed_row", "bad_encoding")]
     good, bad = reassemble(TRICKY, cuts, ["firm_id", "website", "text"])
     good = [g for g in good if g[1] and g[1] != "A" or g[0] == 2]  # empty and repeated ids are checked later, by Spark
     assert good == local_good and bad == local_bad
@@ -137,7 +141,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     frame = frame[~frame["firm_id"].isin(["A7", "A8"])]  # Parquet has no malformed rows or bad bytes
     register = tmp_path / "register.parquet"
     frame.to_parquet(register, index=False)
-    local = classify_register(register, tmp_path / "local.parquet", settings, chunk_rows=4, progress=lambda *_: None)
+    local = classify_register(register, tmp_path / "local.parquet", settings, chunk_rows=4)
     out = tmp_path / "submitted.parquet"
     launcher = subprocess.run([sys.executable, "-m", "rtic.score.spark_submit"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     assert launcher.endswith("spark_submit.py")
@@ -149,7 +153,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "on Spark (local[2])" in res.stdout + res.stderr and "9 firms in register: 5 classified" in res.stdout
-    assert_same_output(out, local, [["A3", "3", "no website"], ["A4", "4", "no text"], ["A1", "5", "duplicate firm_id"], ["", "6", "empty firm_id"]])
+    assert_same_output(out, local, [["A3", "3", "no_website"], ["A4", "4", "no_text"], ["A1", "5", "duplicate_id"], ["", "6", "empty_id"]])
 
 
 @pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-margin", "0.2"]],
@@ -211,8 +215,8 @@ def test_spark_reads_hostile_registers_as_the_local_engine_does(trained, setting
     pq.write_table(pa.table({"firm_id": pa.array([11, 12, 13], pa.int64()),
                              "text": pa.array([b"Heat pumps for homes.", b"caf\xe9 bakery", b"Drone mapping for farms."], pa.binary())}),
                    parquet_register)
-    for register, expected in ((csv_register, [["B2", "3", "malformed row"]]), (parquet_register, [["12", "2", "bad encoding"]])):
-        local = classify_register(register, tmp_path / f"{register.stem}-local.parquet", settings, progress=lambda *_: None)
+    for register, expected in ((csv_register, [["B2", "3", "malformed_row"]]), (parquet_register, [["12", "2", "bad_encoding"]])):
+        local = classify_register(register, tmp_path / f"{register.stem}-local.parquet", settings)
         out = tmp_path / f"{register.stem}-spark.parquet"
         res = run_cli("classify", str(register), "--out", str(out), "--engine", "spark", "--spark-master", "local[2]", home=rtic_home, env=SPARK_ENV)
         assert res.returncode == 0, res.stderr

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress, quiet_arg
+from rtic.cli.common import quiet_arg
 from rtic.config import Settings
 from rtic.errors import RticError
 
 
 def _local_only_flags(args) -> list[str]:
     given = (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None), ("--fast-agreement", args.fast_agreement is not None),
-             ("--since", args.since), ("--restart", args.restart), ("--store", args.store))
+             ("--since", args.since), ("--restart", args.restart), ("--store", args.store), ("--websites", args.websites))
     return [flag for flag, on in given if on]
 
 
@@ -23,7 +23,7 @@ def cmd_classify(args) -> int:
         if local_only:
             raise RticError(f"{', '.join(local_only)}: local engine only (Spark runs the registered model on every firm); drop it or use --engine local")
         result = classify_spark(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
-                                master=args.spark_master, progress=progress(args))
+                                master=args.spark_master)
     else:
         if args.spark_master:
             raise RticError("--spark-master needs --engine spark")
@@ -31,9 +31,9 @@ def cmd_classify(args) -> int:
         from rtic.text import CrawlStoreText
 
         source = CrawlStoreText(args.store) if args.store else None
-        result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy, progress=progress(args),
+        result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
                                    chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_margin=args.fast_margin,
-                                   fast_agreement=args.fast_agreement, source=source)
+                                   fast_agreement=args.fast_agreement, source=source, websites=args.websites)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
     if result.n_carried:
         print(f"  of the classified, {result.n_carried} were unchanged since {args.since} and copied from it")
@@ -41,6 +41,8 @@ def cmd_classify(args) -> int:
         print(f"  fast path: {result.n_escalated} firms within z {result.fast_margin:g} of a threshold re-scored by the transformer")
     for reason, count in sorted(result.exceptions_by_reason.items(), key=lambda kv: -kv[1]):
         print(f"  not classified, {reason}: {count}")
+    if result.websites:
+        print(result.websites)
     print(f"model {result.model.name} version {result.model.version}; labels written to {result.labels_path}")
     if result.manifest_path:
         print(f"run manifest: {result.manifest_path}")
@@ -65,13 +67,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--taxonomy", help="refuse to run unless the model was trained on this taxonomy file's version")
     quiet_arg(p)
     p.add_argument("--store", help="crawl store (from `rtic crawl`) to read firm text from instead of a text column")
+    p.add_argument("--websites", metavar="FILE", help="firm_id,website CSV/Parquet joined by company number (as `rtic crawl --websites`): "
+                   "firms it gives a website count as no_text rather than no_website; rows meeting no firm go to OUT's .unmatched-websites.csv")
     p.add_argument("--chunk-rows", type=int, default=config.CHUNK_ROWS,
                    help=f"register rows per chunk (default {config.CHUNK_ROWS}); memory grows with it")
     p.add_argument("--since", metavar="PREVIOUS_OUTPUT", help="a previous labels Parquet: firms whose text hash and model version are "
                    "unchanged are copied from it, only the others are scored")
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in OUT's .parts/ folder instead of resuming it")
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
-                   "firms near a threshold with the transformer (builds models/static/ on first use)")
+                   "firms near a threshold with the transformer (builds RTIC_HOME/static/ on first use)")
     p.add_argument("--fast-agreement", type=float, metavar="SHARE", help="fast path: re-score just enough firms near a threshold to "
                    "agree with transformer-only labels on SHARE of (firm, sector) decisions, as estimated by cross-fitting when the head "
                    f"was built on a sample of the register (`rtic fastpath build --register`, which prints the table); default {config.FAST_AGREEMENT:g}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import err, progress, quiet_arg
+from rtic.cli.common import err, quiet_arg
 
 
 def _inputs(args):
@@ -68,7 +68,7 @@ def cmd_spatial(args) -> int:
 
     inputs = _inputs(args)
     spatial, table, collab = run_spatial(inputs, args.out, _spatial_params(args), _typology_params(args), args.participation,
-                                         _community_params(args), args.sector or None, progress(args))
+                                         _community_params(args), args.sector or None)
     for note in spatial.notes + (collab.notes if collab else []):
         err(f"note: {note}")
     print(f"{len(table)} clusters written to {args.out}; firms and their clusters in {sibling(args.out, 'members')}; "

@@ -1,4 +1,4 @@
-"""Small helpers the command groups share: stderr lines, tables, the reviews path."""
+"""Small helpers the command groups share: stderr lines, tables, the --quiet option."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ def table(frame, columns=None) -> str:
 
 
 def quiet_arg(p) -> None:
+    """The command's own --quiet, as `rtic --quiet COMMAND`: warnings and errors only on stderr."""
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-
-def progress(args):
-    """The progress callback a handler passes on: nothing with --quiet, else lines on stderr."""
-    return (lambda *_: None) if getattr(args, "quiet", False) else err

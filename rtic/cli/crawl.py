@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import err, quiet_arg
+from rtic.cli.common import quiet_arg
 
 
 def cmd_crawl(args) -> int:
@@ -16,12 +16,8 @@ def cmd_crawl(args) -> int:
                            max_site_bytes=args.max_site_bytes, retries=args.retries, backoff=args.backoff, contact_url=args.contact,
                            recrawl_after=parse_duration(args.recrawl_after) if args.recrawl_after else None, workers=args.workers,
                            fetch=fetch)
-    s = crawl(args.register, args.store, options, progress_out=None if args.quiet else err)
-    rate = s.pages / s.seconds if s.seconds else 0.0
-    print(f"{s.sites} sites: {s.crawled} crawled now, {s.skipped} already done; {s.pages} pages in {s.seconds:.1f}s ({rate:.1f} pages/s)")
-    print("verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=lambda kv: -kv[1])) or "none"))
-    print("errors: " + (", ".join(f"{k} {v}" for k, v in sorted(s.errors.items(), key=lambda kv: -kv[1])) or "none"))
-    print(f"store: {s.store}")
+    s = crawl(args.register, args.store, options, websites=args.websites)
+    print("\n".join(s.lines()))
     return 0
 
 
@@ -42,6 +38,8 @@ def add_parsers(sub) -> None:
                        "run the same command again; finished sites and fetched pages are kept.")
     p.add_argument("register", help="register CSV or Parquet with firm_id and website (name, postcode, company_number used for matching)")
     p.add_argument("--store", required=True, help="SQLite crawl store to create or continue")
+    p.add_argument("--websites", metavar="FILE", help="firm_id,website CSV/Parquet joined to the register by company number (for a "
+                   "Companies House file, which has no websites); rows meeting no firm are listed in STORE's .unmatched-websites.csv")
     p.add_argument("--concurrency", type=int, default=config.CRAWL_CONCURRENCY, help=f"sites crawled at once (default {config.CRAWL_CONCURRENCY})")
     p.add_argument("--delay", type=float, default=config.CRAWL_DELAY, help=f"seconds between requests to one host (default {config.CRAWL_DELAY:g})")
     p.add_argument("--max-crawl-delay", type=float, default=config.MAX_CRAWL_DELAY,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress
 from rtic.config import Settings
 
 
@@ -13,7 +12,7 @@ def cmd_build(args) -> int:
 
     source = CrawlStoreText(args.store) if args.store else None
     table, head, head_path = build_fast_path(Settings.from_env(), model_uri=args.model, register=args.register, sample=args.sample, source=source,
-                                             force=args.force, progress=progress(args))
+                                             force=args.force)
     print(f"static embedding model: {table}")
     if head is None:
         print("no registered model yet: the fast head is built for a model by `rtic fastpath build` or the first `rtic classify --fast`")
@@ -34,7 +33,7 @@ def cmd_build(args) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("fastpath", help="build the fast path's static embedding model and the head for a model")
     fp_sub = p.add_subparsers(dest="fastpath_command", required=True, metavar="ACTION")
-    p = fp_sub.add_parser("build", help="distil the static token table and the model's fast head into models/static/",
+    p = fp_sub.add_parser("build", help="distil the static token table and the model's fast head into RTIC_HOME/static/",
                           description="1. Run every token of the bundled all-MiniLM-L6-v2 vocabulary through the model once and keep "
                           "its vector (model2vec-style distillation; offline, a minute on two cores). 2. For the registered model, read a "
                           "distillation corpus once with the transformer: average each token's contextual vectors over it (the "

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import progress
 from rtic.config import Settings
 
 
 def cmd_suggest(args) -> int:
     from rtic.active import suggest
 
-    result = suggest(Settings.from_env(), args.register, args.sector, args.out, n=args.n, model_uri=args.model, exclude_labels=args.labels,
-                     progress=progress(args))
+    result = suggest(Settings.from_env(), args.register, args.sector, args.out, n=args.n, model_uri=args.model, exclude_labels=args.labels)
     print(f"{len(result)} firms to review for {args.sector} written to {args.out}: correct the `sectors` column, "
           f"set `reviewed` to yes, then `rtic label import {args.out} --into LABELS`")
     return 0
@@ -20,7 +18,7 @@ def cmd_suggest(args) -> int:
 def cmd_import(args) -> int:
     from rtic.active import import_reviews
 
-    summary = import_reviews(args.file, args.into, out=args.out, reviewer=args.reviewer, taxonomy_path=args.taxonomy)
+    summary = import_reviews(args.file, args.into, out=args.out, reviewer=args.reviewer, taxonomy_path=args.taxonomy, settings=Settings.from_env())
     print(summary.message)
     return 0
 
@@ -45,5 +43,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--into", required=True, help="labels file to merge into")
     p.add_argument("--out", help="where to write the merged labels (default: overwrite --into)")
     p.add_argument("--reviewer", help="who reviewed (default: the file's reviewer column, else $RTIC_USER or login name)")
-    p.add_argument("--taxonomy", help="taxonomy YAML the sector ids must belong to (default: bundled)")
+    p.add_argument("--taxonomy", help="taxonomy YAML the sector ids must belong to (default: the taxonomy version the file records, "
+                   "whose sectors the suggesting model knows; else the bundled one)")
     p.set_defaults(func=cmd_import)

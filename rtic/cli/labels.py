@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from rtic.cli.common import err, progress, quiet_arg
+from rtic.cli.common import err, quiet_arg
 
 
 def cmd_export(args) -> int:
     from rtic.firm_labels import export_wide
 
     chosen = {"values": args.values} if args.values else {}  # the default lives in export_wide
-    r = export_wide(args.labels, args.out, register=args.register, progress=progress(args), **chosen)
+    r = export_wide(args.labels, args.out, register=args.register, **chosen)
     for warning in r.warnings:
         err(f"warning: {warning}")
     print(f"wrote {r.n_classified + r.n_not_classified} firms to {r.out}: {r.n_classified} classified, {r.n_not_classified} not classified "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtic import config
-from rtic.cli.common import err, progress, table
+from rtic.cli.common import err, table
 from rtic.config import MODEL_NAME, Settings
 from rtic.errors import RticError
 
@@ -14,10 +14,18 @@ def cmd_train(args) -> int:
     from rtic.mlops import registry
     from rtic.model.training import train
 
+    from rtic.taxonomy import load_taxonomy
+
     settings = Settings.from_env()
-    if args.if_missing and registry.has_champion(settings, args.name):
-        print(f"{args.name}@champion already exists in {settings.resolved_tracking_uri}; not retraining (drop --if-missing to train anyway)")
-        return 0
+    stale = None  # --if-missing: a champion trained on another taxonomy version cannot score against this one
+    if args.if_missing:
+        trained_on, wanted = registry.champion_taxonomy_version(settings, args.name), load_taxonomy(args.taxonomy).version
+        if trained_on == wanted:
+            print(f"{args.name}@champion already exists in {settings.resolved_tracking_uri}; not retraining (drop --if-missing to train anyway)")
+            return 0
+        if trained_on is not None:
+            stale = f"--if-missing: the champion was trained on taxonomy {trained_on or '?'}, the taxonomy is now {wanted}"
+            print(f"{stale}: training a new champion")
     result = train(settings, labels_path=args.labels, taxonomy_path=args.taxonomy, name=args.name, features=args.features, C=args.C,
                    seed=args.seed, cv=args.cv, ignore_unknown=args.ignore_unknown, description_prior=args.description_prior)
     report = result.report.set_index("sector_id")
@@ -26,6 +34,11 @@ def cmd_train(args) -> int:
     else:
         print("\nout-of-fold scores on the training labels (thresholds tuned on the same folds, so optimistic):")
     print(report[["support", "threshold", "precision", "recall", "f1", "pr_auc", "ece", "precision_at_expected"]].to_string(float_format=lambda v: f"{v:.3f}"))
+    if stale and not result.is_champion:
+        from rtic.mlops.lifecycle import promote
+
+        promote(settings, result.version, force=True, reason=stale, name=args.name)
+        result.is_champion = True
     champion = " and set as champion" if result.is_champion else " (champion unchanged)"
     print(f"\nregistered {result.name} version {result.version}{champion}; run {result.run_id}; taxonomy {result.taxonomy_version}")
     return 0
@@ -35,7 +48,7 @@ def cmd_evaluate(args) -> int:
     from rtic.model.training import evaluate
 
     result = evaluate(Settings.from_env(), args.labels, model_uri=args.model, taxonomy_path=args.taxonomy, eval_set=args.eval_set,
-                      ignore_unknown=args.ignore_unknown, progress=progress(args))
+                      ignore_unknown=args.ignore_unknown)
     print(table(result.report, ["sector_id", "support", "predicted", "precision", "recall", "f1", "pr_auc", "ece", "precision_at_expected"]))
     print(f"\nevaluated {result.model.name} version {result.model.version} on '{result.eval_set}'; run {result.run_id}")
     return 0

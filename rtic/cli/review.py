@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtic import config
-from rtic.cli.common import err
 from rtic.config import Settings
 from rtic.errors import RticError
 
@@ -69,7 +68,7 @@ def cmd_serve(args) -> int:
     if not args.reviewer.strip():
         raise RticError("a reviewer name is required: --reviewer NAME (it is stored with every decision)")
     app = build_app(Settings.from_env(), args.labels, _reviews_path(args), register=args.register, store=args.store, reviewer=args.reviewer,
-                    host=args.host, port=args.port, use_model=not args.no_model, index_path=args.index, margin=args.margin, progress=err)
+                    host=args.host, port=args.port, use_model=not args.no_model, index_path=args.index, margin=args.margin)
     server = make_server(app)
     host, port = server.server_address[:2]
     print(f"reviewing {args.labels} as {args.reviewer}: open http://{host}:{port}/  (decisions in {app.config.reviews_path}; Ctrl-C stops)", flush=True)

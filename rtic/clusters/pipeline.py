@@ -114,11 +114,11 @@ def type_communities(inputs: ClusterInputs, collab: CollaborationData, params: T
 
 
 def run_spatial(inputs: ClusterInputs, out, params: SpatialParams, typology: TypologyParams,
-                participation=None, community_params: CommunityParams = CommunityParams(), sectors=None, progress=print):
+                participation=None, community_params: CommunityParams = CommunityParams(), sectors=None):
     """Cluster, type, and write OUT (clusters), OUT.members, the GeoJSON files (gis_paths) and OUT.unplaced.csv."""
     out = check_out(out)
     collab = load_collaboration(participation, inputs, community_params) if participation else None
-    spatial = spatial_clusters(inputs, params, sectors, progress)
+    spatial = spatial_clusters(inputs, params, sectors)
     table = spatial.clusters
     types = type_spatial(inputs, spatial, collab, typology)
     if len(types):
@@ -160,8 +160,7 @@ def run_report(inputs: ClusterInputs, out_dir, area: str, spec_params: Specialis
 
     out_dir = Path(out_dir)
     run = run_specialisation(inputs, out_dir / "specialisation.csv", area, spec_params, names_path)
-    spatial, clusters, collab = run_spatial(inputs, out_dir / "clusters.csv", spatial_params, typology, participation, community_params,
-                                            None, lambda *_: None)
+    spatial, clusters, collab = run_spatial(inputs, out_dir / "clusters.csv", spatial_params, typology, participation, community_params)
     communities = None
     if participation:
         collab, communities = run_communities(inputs, participation, out_dir / "communities.csv", community_params, typology)

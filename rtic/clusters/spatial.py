@@ -13,6 +13,7 @@ sector's firms over all labelled firms in the footprint, and its LQ that share o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from rtic.clusters.inputs import ClusterInputs, sector_firms
 from rtic.errors import RticError
 from rtic.clusters.geography import to_latlon
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 CLUSTER_COLUMNS = [
     "cluster_id", "sector_id", "firms", "centroid_easting", "centroid_northing", "centroid_lat", "centroid_lon",
@@ -104,8 +107,7 @@ def _hull_area_km2(xy: np.ndarray) -> float:
         return 0.0
 
 
-def spatial_clusters(inputs: ClusterInputs, params: SpatialParams = SpatialParams(), sectors: list[str] | None = None,
-                     progress=lambda *_: None) -> SpatialResult:
+def spatial_clusters(inputs: ClusterInputs, params: SpatialParams = SpatialParams(), sectors: list[str] | None = None) -> SpatialResult:
     """Cluster each sector's located firms; see the module docstring for the footprint, share and LQ."""
     located = inputs.located
     if located.empty:
@@ -130,7 +132,7 @@ def spatial_clusters(inputs: ClusterInputs, params: SpatialParams = SpatialParam
         members.append(pd.DataFrame({"firm_id": firms["firm_id"].to_numpy(), "sector_id": sector, "cluster_id": ids,
                                      "easting": x, "northing": y}))
         n_clusters = int(labels.max()) if len(labels) else 0
-        progress(f"  {sector}: {len(firms)} located firms, {n_clusters} cluster(s), {int((labels > 0).sum())} firms in clusters")
+        log.info(f"  {sector}: {len(firms)} located firms, {n_clusters} cluster(s), {int((labels > 0).sum())} firms in clusters")
         if n_clusters == 0:
             continue
         cells = _cells(x, y, params.cell_m)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pandas as pd
 from protego import Protego
 
 from rtic.crawl import site as siteinfo
@@ -30,9 +32,15 @@ from rtic.crawl.extract import extract
 from rtic.crawl.fetch import Fetch, Fetcher, FetchOptions, origin, same_site
 from rtic.crawl.safety import url_problem
 from rtic.crawl.store import Store, page_html
+from rtic.contracts import EXCEPTION_COLUMNS, sibling_path
 from rtic.errors import RticError
-from rtic.register import read_register
+from rtic.register import Register
+from rtic.tables import select_in, write_atomically
+from rtic.websites import Websites
 from rtic import config
+from rtic.progress import rate_eta
+
+log = logging.getLogger(__name__)
 
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least the first 500 KiB; a longer file is cut there, not ignored
 ROBOTS_MAX_AGE = 24 * 3600.0
@@ -131,27 +139,32 @@ class Politeness:
 
 
 class Progress:
-    def __init__(self, total: int, already: int, out, every: float = 5.0):
-        self.total, self.done, self.out, self.every = total, already, out, every
+    """The crawl's counts, and a line on the log at most every `every` seconds."""
+
+    def __init__(self, total: int, already: int, every: float = 5.0):
+        self.total, self.done, self.every = total, already, every
         self.already = already
         self.pages = 0
         self.errors: Counter = Counter()
+        self.missing: Counter = Counter()  # expected 404/410s: "robots.txt" (a site without one), "link" (a nav link to nowhere)
+        self.examples: dict[str, str] = {}  # error kind -> the first such error's message
         self.verdicts: Counter = Counter()
         self.started = time.monotonic()
         self.last = 0.0
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate_sites = (self.done - self.already) / elapsed
-        eta = (self.total - self.done) / rate_sites if rate_sites > 0 else float("nan")
         errors = ", ".join(f"{k} {v}" for k, v in self.errors.most_common(6)) or "none"
-        eta_text = "?" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
-        return f"sites {self.done}/{self.total}, {self.pages} pages ({self.pages / elapsed:.1f}/s), errors: {errors}, ETA {eta_text}"
+        sites = rate_eta(self.done - self.already, elapsed, self.total - self.done, "sites")
+        return f"sites {self.done}/{self.total}, {self.pages} pages ({self.pages / elapsed:.1f}/s), errors: {errors}, {sites}"
 
     def tick(self, force: bool = False) -> None:
-        if self.out and (force or time.monotonic() - self.last >= self.every):
+        if log.isEnabledFor(logging.INFO) and (force or time.monotonic() - self.last >= self.every):
             self.last = time.monotonic()
-            self.out(self.line())
+            log.info(self.line())
+
+
+EXPECTED_MISSING = {404, 410}  # answered "not here" for robots.txt or a linked page: normal, not a failure
 
 
 @dataclass
@@ -161,9 +174,46 @@ class CrawlSummary:
     crawled: int
     pages: int
     seconds: float
-    verdicts: dict[str, int]
-    errors: dict[str, int]
+    verdicts: dict[str, int]  # this run's sites
+    errors: dict[str, int]  # this run's failed requests by kind (expected 404s not included)
     store: Path
+    missing: dict[str, int] = field(default_factory=dict)  # this run's expected 404/410s: robots.txt, link
+    examples: dict[str, str] = field(default_factory=dict)  # error kind -> one message of that kind
+    all_verdicts: dict[str, int] = field(default_factory=dict)  # every register site in the store (this run and before)
+    dead_causes: dict[str, int] = field(default_factory=dict)  # the dead ones by error kind (no_website, unsafe, dns, http_404 …)
+    allow_private: bool = False
+    register_problems: dict[str, int] = field(default_factory=dict)  # register rows not crawled, by reason (duplicate_id …)
+    problems_path: Path | None = None  # those rows, listed as `rtic classify` lists them
+    websites: str = ""  # the --websites summary line, when one was given
+    websites_report: Path | None = None
+
+    def lines(self) -> list[str]:
+        """The crawl's outcome for a person: what happened to every site, what failed and why, what to do."""
+        rate = self.pages / self.seconds if self.seconds else 0.0
+        out = [f"{self.sites} sites: {self.crawled} crawled now, {self.skipped} already done; {self.pages} pages in {self.seconds:.1f}s ({rate:.1f} pages/s)"]
+        if self.register_problems:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(self.register_problems.items(), key=lambda kv: -kv[1]))
+            out.append(f"register rows not crawled: {counts} (listed in {self.problems_path})")
+        if self.websites:
+            out.append(self.websites)
+
+        def counted(counts: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+        verdicts = self.all_verdicts or self.verdicts
+        shown = [f"{k} {v}" + (f" ({counted(self.dead_causes)})" if k == "dead" and self.dead_causes else "")
+                 for k, v in sorted(verdicts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        out.append(f"verdicts ({'all sites in the store' if self.skipped else 'this run'}): " + (", ".join(shown) or "none"))
+        out.append("errors: " + (counted(self.errors) or "none"))
+        if self.missing:
+            out.append("expected 404s, not errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.missing.items())))
+        unsafe = self.dead_causes.get("unsafe", 0) or self.errors.get("unsafe", 0)
+        if unsafe and not self.allow_private:
+            example = f" (e.g. {self.examples['unsafe'].split(' (')[0]})" if self.examples.get("unsafe") else ""
+            out.append(f"note: {unsafe} site(s) resolve to private, loopback or reserved addresses{example}, which the crawler refuses "
+                       "so that a register cannot point it at internal machines; for a local test farm add --allow-private")
+        out.append(f"store: {self.store}")
+        return out
 
 
 class Crawler:
@@ -183,7 +233,9 @@ class Crawler:
         await self.fetcher.aclose()
 
     # -- requests with politeness and retries --------------------------------------------------------
-    async def request(self, url: str, headers: dict | None = None, client=None, **kw) -> Fetch:
+    async def request(self, url: str, headers: dict | None = None, client=None, expected_missing: str = "", **kw) -> Fetch:
+        """One polite fetch with retries. `expected_missing` names what a 404/410 here means ("robots.txt", "link"):
+        counted apart from errors, because a site without robots.txt or with a dead nav link is healthy."""
         key = origin(url)
         attempt = 0
         while True:
@@ -201,9 +253,14 @@ class Crawler:
                 wait = max(wait, result.retry_after)
             self.polite.hold_off(key, wait)
             attempt += 1
-        if result.error_kind and self.progress:
+        if self.progress is None:
+            return result
+        if result.error_kind:
             self.progress.errors[result.error_kind] += 1
-        elif result.status and result.status >= 400 and self.progress:
+            self.progress.examples.setdefault(result.error_kind, (result.error or "")[:200])
+        elif expected_missing and result.status in EXPECTED_MISSING:
+            self.progress.missing[expected_missing] += 1
+        elif result.status and result.status >= 400:
             self.progress.errors[f"http_{result.status}"] += 1
         return result
 
@@ -217,7 +274,7 @@ class Crawler:
             if row is None or row["status"] is None:  # a network failure is not cached across runs
                 parts = urlsplit(url)
                 result = await self.request(f"{parts.scheme}://{parts.netloc}/robots.txt", accept_any_type=True, max_bytes=ROBOTS_MAX_BYTES,
-                                            client=client, truncate=True)
+                                            client=client, truncate=True, expected_missing="robots.txt")
                 body = robots_text(result.body, result.truncated) if result.ok else ""
                 # A 2xx whose body could not be read (cut off, corrupt gzip, too slow) is a network error: RFC 9309
                 # says assume complete disallow. Stored without a status, so the next run asks again.
@@ -316,7 +373,7 @@ class Crawler:
                 headers["If-None-Match"] = old["etag"]
             if sendable(old["last_modified"]):
                 headers["If-Modified-Since"] = old["last_modified"]
-        result = await self.request(url, headers, client)
+        result = await self.request(url, headers, client, expected_missing="" if kind == "home" else "link")
         if result.status == 304 and old is not None:
             self.store.touch_page(firm_id, url)
         else:
@@ -366,18 +423,24 @@ class Crawler:
         return verdict
 
 
-def register_firms(register_path: str | Path) -> list[dict]:
-    """The register rows the crawler needs, as plain dicts (firm_id, website, name, postcode, company_number)."""
-    df = read_register(register_path)
+def register_firms(register_path: str | Path, websites: Websites | None = None) -> tuple[list[dict], pd.DataFrame]:
+    """The register rows the crawler needs, as plain dicts (firm_id, website, name, postcode, company_number), and the
+    rows it leaves out (EXCEPTION_COLUMNS: empty or repeated firm_id, malformed rows), read as `rtic classify` reads them."""
+    chunks = list(Register.open(register_path).chunks(chunk_rows=50_000))
+    df = pd.concat([c.rows for c in chunks], ignore_index=True)
+    bad = pd.concat([c.bad for c in chunks], ignore_index=True)[EXCEPTION_COLUMNS]
+    if websites is not None:
+        df = websites.attach(df)
     if "website" not in df.columns:
-        raise RticError(f"register {register_path} has no 'website' column: nothing to crawl")
+        raise RticError(f"register {register_path} has no 'website' column: nothing to crawl (a Companies House file has none: "
+                        "attach them with --websites FILE, a firm_id,website file)")
     df = df.fillna("")
     if "company_number" not in df.columns:
         # A Companies House register's firm_id is the company number.
         ch = df["firm_id"].astype(str).str.fullmatch(r"(?:\d{8}|[A-Z]{2}\d{6})")
         df["company_number"] = df["firm_id"].where(ch, "")
     cols = [c for c in ("firm_id", "website", "name", "postcode", "company_number") if c in df.columns]
-    return df[cols].astype(str).to_dict("records")
+    return df[cols].astype(str).to_dict("records"), bad
 
 
 async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progress: Progress) -> Counter:
@@ -419,26 +482,52 @@ async def _crawl(firms: list[dict], store: Store, options: CrawlOptions, progres
     return verdicts
 
 
-def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptions | None = None, progress_out=None) -> CrawlSummary:
-    """Crawl every firm's website in the register into the store; safe to kill and re-run."""
+def crawl(register_path: str | Path, store_path: str | Path, options: CrawlOptions | None = None,
+          websites: str | Path | None = None) -> CrawlSummary:
+    """Crawl every firm's website in the register into the store; safe to kill and re-run.
+
+    `websites`: a firm_id,website file joined on company number (rtic.websites), for registers without websites.
+    Register rows the crawl leaves out (repeated or empty ids, malformed rows) are listed beside the store
+    (STORE's .exceptions.csv), and websites rows that met no firm in STORE's .unmatched-websites.csv."""
     options = options or CrawlOptions()
-    firms = register_firms(register_path)
+    sites_file = Websites(websites) if websites else None
+    firms, bad = register_firms(register_path, sites_file)
+    if not firms:
+        raise RticError(f"register {register_path} has no usable rows to crawl (see the reasons in {sibling_path(store_path, '.exceptions.csv')})")
     store = Store(store_path)
     try:
+        problems_path = sibling_path(store_path, ".exceptions.csv")
+        if len(bad):
+            write_atomically(bad, problems_path)
+        else:  # a list left by an earlier run of another register would mislead
+            problems_path.unlink(missing_ok=True)
+            problems_path = None
+        websites_report = sites_file.write_report(sibling_path(store_path, ".unmatched-websites.csv")) if sites_file else None
         store.add_sites([(f["firm_id"], f.get("website", ""), siteinfo.website_url(f.get("website", ""))) for f in firms])
         done_before = sum(1 for f in firms if _finished(store, f, options))
-        progress = Progress(len(firms), done_before, progress_out)
-        if progress_out:
-            progress_out(f"crawling {len(firms) - done_before} of {len(firms)} sites ({done_before} already done) into {store_path}; "
-                         f"{options.concurrency} at a time, {options.delay:g}s between requests to one host")
+        progress = Progress(len(firms), done_before)
+        log.info(f"crawling {len(firms) - done_before} of {len(firms)} sites ({done_before} already done) into {store_path}; "
+                 f"{options.concurrency} at a time, {options.delay:g}s between requests to one host")
         started = time.monotonic()
         verdicts = asyncio.run(_crawl(firms, store, options, progress))
         progress.tick(force=True)
+        all_verdicts, dead_causes = _verdict_counts(store, [f["firm_id"] for f in firms])
         return CrawlSummary(sites=len(firms), skipped=verdicts.pop("skipped", 0), crawled=sum(verdicts.values()), pages=progress.pages,
                             seconds=time.monotonic() - started, verdicts=dict(progress.verdicts), errors=dict(progress.errors),
-                            store=Path(store_path))
+                            store=Path(store_path), missing=dict(progress.missing), examples=dict(progress.examples),
+                            all_verdicts=all_verdicts, dead_causes=dead_causes, allow_private=options.fetch.allow_private,
+                            register_problems=dict(Counter(bad["reason"])), problems_path=problems_path,
+                            websites=sites_file.summary(websites_report) if sites_file else "", websites_report=websites_report)
     finally:
         store.close()
+
+
+def _verdict_counts(store: Store, firm_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Verdicts of these firms' sites as the store holds them (a resumed run included), and the dead ones by error kind."""
+    rows = select_in(store.conn, "SELECT verdict, error_kind FROM sites WHERE state = 'done' AND firm_id IN ({})", firm_ids)
+    verdicts = Counter(v for v, _ in rows if v)
+    dead = Counter(kind or "other" for v, kind in rows if v == "dead")
+    return dict(verdicts), dict(dead)
 
 
 def _finished(store: Store, firm: dict, options: CrawlOptions) -> bool:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtic.contracts import NO_TEXT, NO_WEBSITE, NOT_CRAWLED, REASONS, ROBOTS_BLOCKED, SITE_DEAD, SITE_PARKED
 from rtic.crawl.store import Store
 
-UNUSABLE = {"dead": "site dead", "parked": "site parked", "blocked": "blocked by robots.txt"}
+UNUSABLE = {"dead": SITE_DEAD, "parked": SITE_PARKED, "blocked": ROBOTS_BLOCKED}  # site verdict -> exception reason
 GENERIC_KINDS = frozenset({"team", "contact"})  # crawl.site.LINK_KEYWORDS kinds that say nothing of the offer
 PAGE_CHAR_CAP = 6000  # about three of the encoder's windows
 
@@ -64,23 +65,25 @@ def site_document(pages: list[dict]) -> tuple[str, list[dict]]:
 
 
 def firm_documents(store_path: str | Path, firm_ids) -> pd.DataFrame:
-    """One row per firm id: firm_id, text ('' when unusable), reason (why there is no text, else ''), pages (JSON provenance)."""
+    """One row per firm id: firm_id, text ('' when unusable), reason (a contracts.REASONS code saying why there is no
+    text, else ''), detail (what the crawl found, else ''), pages (JSON provenance)."""
     store = Store(store_path, create=False)
     rows = []
     try:
         for firm_id in map(str, firm_ids):
             site = store.site(firm_id)
             if site is None or site["state"] != "done":
-                rows.append((firm_id, "", "not crawled", "[]"))
+                rows.append((firm_id, "", NOT_CRAWLED, REASONS[NOT_CRAWLED], "[]"))
                 continue
             if site["verdict"] in UNUSABLE:
-                detail = site["verdict_detail"] or site["error_kind"] or ""
-                rows.append((firm_id, "", f"{UNUSABLE[site['verdict']]}" + (f": {detail}" if detail else ""), "[]"))
+                reason = NO_WEBSITE if site["error_kind"] == "no_website" else UNUSABLE[site["verdict"]]
+                rows.append((firm_id, "", reason, site["verdict_detail"] or site["error_kind"] or REASONS[reason], "[]"))
                 continue
             pages = [dict(p) for p in store.pages(firm_id) if p["status"] == 200 and p["text"]]
             text, provenance = site_document(pages)
-            rows.append((firm_id, text, "" if text.strip() else "no text", json.dumps(provenance)))
+            empty = not text.strip()
+            rows.append((firm_id, text, NO_TEXT if empty else "", "no page of the site has usable text" if empty else "", json.dumps(provenance)))
     finally:
         store.close()
-    return pd.DataFrame(rows, columns=["firm_id", "text", "reason", "pages"])
+    return pd.DataFrame(rows, columns=["firm_id", "text", "reason", "detail", "pages"])
 

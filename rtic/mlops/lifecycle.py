@@ -22,10 +22,11 @@ from rtic.errors import RticError
 from rtic import config
 
 KEY_METRICS = ("macro_f1", "micro_f1", "macro_pr_auc", "macro_ece")
+AVERAGES = ("macro", "micro")  # the sector report's summary rows
 
 
 def _client(settings: Settings):
-    registry.configure(settings)  # evaluation_runs and reports still search through MLflow's fluent API
+    registry.configure(settings, read_only=True)  # evaluation_runs and reports still search through MLflow's fluent API
     return registry.client(settings)
 
 
@@ -38,16 +39,24 @@ def _version(client, name: str, version: str):
         raise RticError(f"model {name} has no version {version} (see `rtic models list`)") from None
 
 
-def _training_metrics(client, mv) -> dict[str, float]:
+def _training_metrics(client, mv, run=None) -> dict[str, float]:
     """The version's training-run metrics with the cv_/oof_ prefix removed (cv_ preferred)."""
     if not mv.run_id:
         return {}
-    metrics = client.get_run(mv.run_id).data.metrics
+    metrics = (run or client.get_run(mv.run_id)).data.metrics
     for prefix in ("cv_", "oof_"):
         found = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
         if found:
             return found
     return dict(metrics)
+
+
+def _figures_on(mv, run) -> str:
+    """Which labels a version's headline figures were measured on, and how: "cross-validation on seed_labels.csv (a1b2c3d4)"."""
+    params = run.data.params if run else {}
+    labels = Path(params["labels_file"]).name if params.get("labels_file") else "?"
+    sha = (mv.tags.get("labels_sha256") or params.get("labels_sha256") or "")[:8]
+    return f"{mv.tags.get('metrics_from', 'training')} on {labels}" + (f" ({sha})" if sha else "")
 
 
 def _aliases_by_version(client, name: str) -> dict[str, list[str]]:
@@ -64,27 +73,41 @@ def _aliases_by_version(client, name: str) -> dict[str, list[str]]:
 
 
 def list_versions(settings: Settings, name: str = MODEL_NAME) -> pd.DataFrame:
-    """One row per registered version, newest first: aliases, taxonomy, labels, key training metrics."""
+    """One row per registered version, newest first: aliases, taxonomy, key training metrics and the labels they
+    were measured on (figures_on: figures on different labels are not comparable), then each named evaluation
+    set's macro F1 (`macro_f1@SET`, the version's latest `rtic evaluate` on it): the comparable figures."""
     client = _client(settings)
     aliases = _aliases_by_version(client, name)
+    evals = evaluation_runs(settings, name)
     rows = []
     for mv in client.search_model_versions(f"name = '{name}'"):
-        metrics = _training_metrics(client, mv)
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        metrics = _training_metrics(client, mv, run)
         row = {"version": int(mv.version), "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               "taxonomy": mv.tags.get("taxonomy_version", ""), "metrics_from": mv.tags.get("metrics_from", ""),
-               "labels_sha256": mv.tags.get("labels_sha256", "")[:12]}
+               "taxonomy": mv.tags.get("taxonomy_version", "")}
         row.update({k: metrics.get(k, float("nan")) for k in KEY_METRICS})
+        row["figures_on"] = _figures_on(mv, run)
+        if not evals.empty:
+            mine = evals[evals["tags.rtic.model_version"] == str(mv.version)]
+            for eval_set, group in mine.groupby("tags.rtic.eval_set", sort=True):
+                row[f"macro_f1@{eval_set}"] = group.iloc[0].get("metrics.macro_f1", float("nan"))  # newest first
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("version", ascending=False).reset_index(drop=True) if rows else pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame(rows)
+    table = pd.DataFrame(rows).sort_values("version", ascending=False).reset_index(drop=True)
+    fixed = [c for c in table.columns if not c.startswith("macro_f1@")]
+    return table[fixed + sorted(c for c in table.columns if c.startswith("macro_f1@"))]
 
 
-def evaluation_runs(settings: Settings, name: str, version: str, eval_set: str | None = None) -> pd.DataFrame:
-    """Evaluation runs of one version (optionally on one set), newest first."""
+def evaluation_runs(settings: Settings, name: str, version: str | None = None, eval_set: str | None = None) -> pd.DataFrame:
+    """Evaluation runs of one version (of every version when None; optionally on one set), newest first."""
     import mlflow
 
-    registry.configure(settings)
-    query = f"tags.`rtic.task` = 'evaluate' and tags.`rtic.model_name` = '{name}' and tags.`rtic.model_version` = '{version}'"
+    registry.configure(settings, read_only=True)
+    query = f"tags.`rtic.task` = 'evaluate' and tags.`rtic.model_name` = '{name}'"
+    if version is not None:
+        query += f" and tags.`rtic.model_version` = '{version}'"
     if eval_set:
         query += f" and tags.`rtic.eval_set` = '{eval_set}'"
     return mlflow.search_runs(experiment_names=[EXPERIMENT_NAME], filter_string=query, order_by=["start_time DESC"])
@@ -138,7 +161,9 @@ def compare(settings: Settings, a: str, b: str, name: str = MODEL_NAME, eval_set
     left, right = ra.set_index("sector_id"), rb.set_index("sector_id")
     merged = left[["support"]].join(left[cols].add_suffix(f"_v{a}"), how="outer").join(right[cols].add_suffix(f"_v{b}"), how="outer")
     merged["f1_change"] = merged[f"f1_v{b}"] - merged[f"f1_v{a}"]
-    return merged.reset_index()
+    # Sectors in the reports' (taxonomy) order, the macro and micro averages last.
+    order = [s for s in dict.fromkeys(list(left.index) + list(right.index)) if s not in AVERAGES] + [s for s in AVERAGES if s in merged.index]
+    return merged.loc[order].reset_index()
 
 
 @dataclass
@@ -195,6 +220,8 @@ def ui_command(settings: Settings, port: int = config.UI_PORT) -> list[str]:
 
     if not 1 <= port <= 65535:
         raise RticError(f"--port must be between 1 and 65535, got {port}")
+    if settings.registry_missing:  # `mlflow ui` would create an empty registry there
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     uri = settings.resolved_tracking_uri
     cmd = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     if uri.startswith("sqlite:"):

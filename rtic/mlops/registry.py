@@ -48,11 +48,16 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def configure(settings: Settings) -> str:
+def configure(settings: Settings, read_only: bool = False) -> str:
     """Point MLflow at the settings' tracking/registry store and make sure the experiment exists (for the
-    code that logs runs; loading a model goes through `client` and `open_model`, never this global)."""
+    code that logs runs; loading a model goes through `client` and `open_model`, never this global).
+
+    `read_only`: a command that only reads the registry refuses a local registry that does not exist
+    (one line naming RTIC_HOME) instead of creating an empty mlflow.db where it was run."""
     import mlflow
 
+    if read_only and settings.registry_missing:
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     quiet_mlflow()
     uri = _store_uri(settings)
     mlflow.set_tracking_uri(uri)
@@ -94,10 +99,13 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
 
 
-def client(settings: Settings):
-    """An MlflowClient on the settings' store (explicit: MLflow's process-wide tracking URI is not used)."""
+def client(settings: Settings, read_only: bool = True):
+    """An MlflowClient on the settings' store (explicit: MLflow's process-wide tracking URI is not used).
+    `read_only`: a local registry that does not exist is refused (one line) rather than created empty."""
     from mlflow import MlflowClient
 
+    if read_only and settings.registry_missing:
+        raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     quiet_mlflow()
     uri = _store_uri(settings)
     with _store_errors(settings):
@@ -146,7 +154,7 @@ def resolve(model_uri: str | None, settings: Settings, mlflow_client=None) -> Mo
                     raise RticError(f"model URI {uri} names no version or alias (use models:/NAME/VERSION or models:/NAME@ALIAS)")
                 mv = mlflow_client.get_model_version(name, version)
     except MlflowException:
-        raise RticError(f"model {uri} not found in registry {settings.resolved_tracking_uri}: {hint}") from None
+        raise RticError(f"model {uri} not found in registry {settings.where()}: {hint}") from None
     return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=str(mv.version), taxonomy_version=mv.tags.get("taxonomy_version"))
 
 
@@ -271,7 +279,7 @@ def _not_found(what: str, settings: Settings):
     try:
         yield
     except MlflowException as exc:
-        raise RticError(f"{what} not found in {settings.resolved_tracking_uri} ({_first_line(exc)}): see `rtic models list`") from None
+        raise RticError(f"{what} not found in registry {settings.where()} ({_first_line(exc)}): see `rtic models list`") from None
 
 
 def _load_pyfunc(path: Path, settings: Settings, what: str):
@@ -339,9 +347,24 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
 def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:
     from mlflow.exceptions import MlflowException
 
+    if settings.registry_missing:
+        return False
     mlflow_client = client(settings)
     try:
         with _store_errors(settings):
             return CHAMPION_ALIAS in (mlflow_client.get_registered_model(name).aliases or {})
     except MlflowException:
         return False
+
+
+def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
+    """The taxonomy version the champion was trained on; None when there is no champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    try:
+        mv = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    return mv.tags.get("taxonomy_version") or ""

@@ -4,7 +4,8 @@ Features are the firm text's sentence embedding and, optionally, word/bigram TF-
 gets a logistic regression (first stage). A second stage per sector combines its first-stage score
 with the similarity-weighted labels of the text's nearest training firms, both computed out of fold.
 Final scores are calibrated with a Platt sigmoid fitted on out-of-fold scores, and each sector's
-decision threshold is the one that maximises F1 on those out-of-fold probabilities.
+decision threshold is the one that maximises F1 on those out-of-fold probabilities, raised where it
+would label more than 1% of the training texts in no sector (a register is mostly such firms).
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def best_f1_threshold(y: np.ndarray, proba: np.ndarray, low: float = 0.05, high:
     return float(np.clip(cut, low, high))
 
 
-def fit_calibration(scores: np.ndarray, Y: np.ndarray, min_positives: int, positives: np.ndarray | None = None) -> tuple[list[Platt], np.ndarray]:
+def fit_calibration(scores: np.ndarray, Y: np.ndarray, min_positives: int, positives: np.ndarray | None = None,
+                    ordinary: np.ndarray | None = None, max_ordinary_rate: float | None = None) -> tuple[list[Platt], np.ndarray]:
     """Per sector, a Platt sigmoid on held-out `scores` and the F1-optimal threshold of its probabilities.
 
     A sector with fewer than `min_positives` positives (`positives`: counted before any augmentation;
-    default Y's) keeps the fixed threshold 0.5.
+    default Y's) keeps the fixed threshold 0.5. With `max_ordinary_rate`, no threshold lets more than
+    that share of the `ordinary` rows (texts in no sector) through: F1 on a labelled set rich in
+    positives would accept a false-positive rate that swamps a register, where most firms are ordinary.
     """
     positives = Y.sum(axis=0) if positives is None else positives
     calibrators, thresholds = [], np.full(Y.shape[1], 0.5)
@@ -78,6 +82,9 @@ def fit_calibration(scores: np.ndarray, Y: np.ndarray, min_positives: int, posit
         calibrators.append(cal)
         if positives[j] >= min_positives:
             thresholds[j] = best_f1_threshold(y, cal(scores[:, j]))
+            if max_ordinary_rate is not None and ordinary is not None and ordinary.any():
+                floor = float(np.quantile(cal(scores[ordinary, j]), 1 - max_ordinary_rate))
+                thresholds[j] = min(max(thresholds[j], floor), 0.95)
     return calibrators, thresholds
 
 
@@ -108,6 +115,9 @@ class SectorClassifier(BaseEstimator):
     similarity-weighted share of the `neighbours` nearest training texts in the sector: near neighbours
     carry label evidence a linear model misses. stack="all" gives it every sector's scores and shares
     (sectors co-occur), which measured worse on Techstars (README).
+
+    Each sector's threshold maximises F1 on out-of-fold probabilities, raised where needed so that at
+    most `max_ordinary_rate` of the training texts in no sector would be labelled (None: F1 alone).
     """
 
     def __init__(
@@ -123,6 +133,7 @@ class SectorClassifier(BaseEstimator):
         random_state: int = 0,
         stack: str = "own",
         neighbours: int = 20,
+        max_ordinary_rate: float | None = 0.01,
     ):
         self.sector_ids = sector_ids
         self.encoder = encoder
@@ -135,6 +146,7 @@ class SectorClassifier(BaseEstimator):
         self.random_state = random_state
         self.stack = stack
         self.neighbours = neighbours
+        self.max_ordinary_rate = max_ordinary_rate
 
     def _validate_params(self) -> None:
         if self.features not in FEATURE_SETS:
@@ -147,6 +159,8 @@ class SectorClassifier(BaseEstimator):
             raise ValueError("C must be a positive number and tfidf_weight a non-negative one")
         if int(self.cv) < 2 or int(self.neighbours) < 0 or int(self.min_positives) < 1:
             raise ValueError("cv must be at least 2, neighbours at least 0, min_positives at least 1")
+        if self.max_ordinary_rate is not None and not 0 < self.max_ordinary_rate < 1:
+            raise ValueError("max_ordinary_rate must be None or between 0 and 1")
 
     # -- features -------------------------------------------------------------------------
     def _uses(self, part: str) -> bool:
@@ -264,7 +278,9 @@ class SectorClassifier(BaseEstimator):
             for train, test in splits:
                 oof[test] = self._column_scores(self._column_models(Z[train], Y[train], self._new_stacker), Z[test])
             self.stackers_ = self._column_models(Z, Y, self._new_stacker)
-        self.calibrators_, self.thresholds_ = fit_calibration(oof, Y, self.min_positives, positives)
+        ordinary = np.zeros(len(Y), dtype=bool)
+        ordinary[:n_original] = Y[:n_original].sum(axis=1) == 0  # the texts as given, not their lead-sentence copies
+        self.calibrators_, self.thresholds_ = fit_calibration(oof, Y, self.min_positives, positives, ordinary, self.max_ordinary_rate)
         oof_proba = np.column_stack([cal(oof[:, j]) for j, cal in enumerate(self.calibrators_)])
         self.oof_proba_ = oof_proba[:n_original]  # scores of the texts as given, for reports
         # Final models on everything.

@@ -28,6 +28,10 @@ def bump_version(version: str) -> str:
     return version[: match.start()] + str(int(match.group(1)) + 1) if match else f"{version}.1"
 
 
+# With fewer firms than this in a sector, --description-prior --features embedding scored best (README, Techstars k = 8-32).
+FEW_SEEDS = 64
+
+
 @dataclass
 class AddSectorResult:
     taxonomy_path: Path
@@ -38,10 +42,15 @@ class AddSectorResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def train_command(self) -> str:
+        """The next command. Below FEW_SEEDS firms in the sector, the flags the README measured as best for few seeds."""
+        flags = " --description-prior --features embedding" if self.seeds_added + self.seeds_merged < FEW_SEEDS else ""
+        return f"rtic train --labels {self.labels_path} --taxonomy {self.taxonomy_path}{flags}"
+
+    @property
     def message(self) -> str:
         return (f"taxonomy version {self.version} written to {self.taxonomy_path}; {self.seeds_added} seed firm(s) added and "
-                f"{self.seeds_merged} existing firm(s) given the sector in {self.labels_path}. Next: rtic train --labels "
-                f"{self.labels_path} --taxonomy {self.taxonomy_path}")
+                f"{self.seeds_merged} existing firm(s) given the sector in {self.labels_path}. Next: {self.train_command}")
 
 
 def add_sector(taxonomy_path, out, sector_id: str, name: str, description: str, seeds_path, labels_path, labels_out=None,

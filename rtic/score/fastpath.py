@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -45,9 +46,12 @@ from rtic.model.classifier import lead_snippet
 from rtic.config import DEFAULT_SEED_LABELS, Settings
 from rtic.embed.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
 from rtic.errors import RticError
+from rtic.progress import rate_eta
 from rtic.contracts import assigned_column, probability_column
 from rtic.tables import atomic_path, read_table, require_columns
 from rtic import config
+
+log = logging.getLogger(__name__)
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
 HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cached heads are then rebuilt
@@ -78,7 +82,7 @@ def static_model_path(settings: Settings) -> Path:
     return static_dir(settings) / f"{STATIC_METHOD}.npy"
 
 
-def build_static_model(settings: Settings, force: bool = False, batch: int = 1024, progress: Callable[[str], None] = print) -> Path:
+def build_static_model(settings: Settings, force: bool = False, batch: int = 1024) -> Path:
     """Distil the token table from the bundled MiniLM into models/static/ (offline; about a minute)."""
     path = static_model_path(settings)
     if path.exists() and not force:
@@ -96,13 +100,17 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
     vocab = len(tokenizer)
     table = np.zeros((vocab, model.config.hidden_size), dtype=np.float32)
-    progress(f"distilling {vocab:,} token vectors from {model_dir.name} into {path} …")
+    log.info(f"distilling {vocab:,} token vectors from {model_dir.name} into {path} …")
+    started = time.monotonic()
     with torch.inference_mode():
-        for start in range(0, vocab, batch):
+        for n, start in enumerate(range(0, vocab, batch), 1):
             ids = torch.arange(start, min(start + batch, vocab))
             inputs = torch.stack([torch.full_like(ids, tokenizer.cls_token_id), ids, torch.full_like(ids, tokenizer.sep_token_id)], dim=1)
             hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
             table[start : start + len(ids)] = hidden.mean(dim=1).numpy()  # the sentence model's mean pooling
+            if n % 8 == 0:
+                done = start + len(ids)
+                log.info(f"  tokens: {done:,}/{vocab:,}, {rate_eta(done, time.monotonic() - started, vocab - done, 'tokens')}")
     table -= table.mean(axis=0, keepdims=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to a name
         np.save(fh, table)
@@ -199,12 +207,12 @@ class TokenMeans:
         return ((sums + CONTEXT_PSEUDOCOUNT * self.prior) / (counts[:, None] + CONTEXT_PSEUDOCOUNT)).astype(np.float32)
 
 
-def teacher_texts(model, progress: Callable[[str], None]) -> list[str]:
+def teacher_texts(model) -> list[str]:
     """The model's training texts (a rtic.mlops.registry.LoadedModel: from its MLflow run) or the bundled seed
     labels, with their leads."""
     path = model.training_labels
     if not path or not path.is_file():
-        progress(f"fast path: the model's training labels are not on this machine; distilling on {DEFAULT_SEED_LABELS.name}")
+        log.info(f"fast path: the model's training labels are not on this machine; distilling on {DEFAULT_SEED_LABELS.name}")
         path = DEFAULT_SEED_LABELS
     texts = [t for t in read_table(path, "labels")["text"].astype(str) if t.strip()]
     # Short texts matter (directory one-liners, sparse home pages): distil on lead sentences too.
@@ -212,8 +220,7 @@ def teacher_texts(model, progress: Callable[[str], None]) -> list[str]:
     return list(dict.fromkeys(texts + [l for l in leads if l.strip()]))
 
 
-def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=None, seed: int = 0,
-                    progress: Callable[[str], None] = print) -> list[str]:
+def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=None, seed: int = 0) -> list[str]:
     """A uniform random sample of `sample` firm texts from a register of any size (reservoir sampling, one pass).
 
     `source` is a rtic.text.TextSource (default: the register's `text` column); firms without text are skipped.
@@ -239,7 +246,7 @@ def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=N
                 k = int(rng.integers(seen))
                 if k < sample:
                     kept[k] = text
-        progress(f"  sampling {register}: {seen:,} firms with text read ({chunk.fraction_read:.0%} of file)")
+        log.info(f"  sampling {register}: {seen:,} firms with text read ({chunk.fraction_read:.0%} of file)")
     if seen < MIN_CORPUS:
         raise RticError(f"register {register} has only {seen} firms with text; the fast head needs at least {MIN_CORPUS}")
     return kept
@@ -293,7 +300,7 @@ def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(A, X1.T @ Y.astype(np.float64)).astype(np.float32)
 
 
-def _read_corpus(encoder, texts: list[str], folds: np.ndarray, table_shape: tuple[int, int], progress: Callable[[str], None],
+def _read_corpus(encoder, texts: list[str], folds: np.ndarray, table_shape: tuple[int, int],
                  step: int = 128) -> tuple[np.ndarray, TokenMeans]:
     """One transformer pass over the corpus: its sentence vectors (cached) and its tokens' contextual vectors per fold."""
     means = TokenMeans(*table_shape, int(folds.max()) + 1)
@@ -301,8 +308,7 @@ def _read_corpus(encoder, texts: list[str], folds: np.ndarray, table_shape: tupl
     for start in range(0, len(texts), step):
         parts.append(encoder.encode(texts[start : start + step], on_tokens=lambda i, ids, vectors, start=start: means.add(folds[start + i], ids, vectors)))
         done, elapsed = start + len(parts[-1]), time.monotonic() - started
-        rate = done / elapsed if elapsed else 0.0
-        progress(f"  transformer: {done:,}/{len(texts):,} texts, {rate:,.1f}/s, ETA {(len(texts) - done) / rate:,.0f} s" if rate else f"  transformer: {done:,}")
+        log.info(f"  transformer: {done:,}/{len(texts):,} texts, {rate_eta(done, elapsed, len(texts) - done, 'texts')}")
     return np.vstack(parts), means
 
 
@@ -348,7 +354,7 @@ class FastHead:
         return out
 
 
-def build_head(model, base: StaticEncoder, texts: Sequence[str], corpus: str, progress: Callable[[str], None] = print,
+def build_head(model, base: StaticEncoder, texts: Sequence[str], corpus: str,
                measure_on: Sequence[str] | None = None) -> FastHead:
     """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting.
 
@@ -364,11 +370,11 @@ def build_head(model, base: StaticEncoder, texts: Sequence[str], corpus: str, pr
     head = FastHead(ref.uri, str(ref.version), base.model_key, sector_ids, None, None, np.zeros(len(sector_ids)), 0.0, corpus, len(texts),
                     built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if "embedding" not in str(getattr(clf, "features", "embedding")).split("+"):
-        progress("fast path: the model uses no embedding, so the fast pass is exact; no map to fit")
+        log.info("fast path: the model uses no embedding, so the fast pass is exact; no map to fit")
         return head
-    progress(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer reads each once …")
+    log.info(f"fast path: distilling on {len(texts):,} texts ({corpus}); the transformer reads each once …")
     folds = np.random.default_rng(0).permutation(len(texts)) % FOLDS
-    E, means = _read_corpus(clf.encoder, texts, folds, base.vectors.shape, progress)
+    E, means = _read_corpus(clf.encoder, texts, folds, base.vectors.shape)
     means.fit_prior(base.vectors)
     ids = base.token_ids(texts)
     S = np.zeros_like(E)
@@ -450,17 +456,17 @@ def load_head(path: Path) -> FastHead | None:
 
 
 def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
-                progress: Callable[[str], None] = print, measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
+                measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
-    base = StaticEncoder.load(build_static_model(settings, progress=progress))
+    base = StaticEncoder.load(build_static_model(settings))
     path = head_path(settings, model.ref, base)
     head = None if (force or texts is not None) else load_head(path)
     if head is None:
         if texts is None:
-            progress("fast path: no head for this model yet; distilling on its training texts "
+            log.info("fast path: no head for this model yet; distilling on its training texts "
                      "(for register-like text, build it on a sample of your register: `rtic fastpath build --register FILE`)")
-            texts, corpus = teacher_texts(model, progress), "the model's training texts and their lead sentences"
-        head = build_head(model, base, texts, corpus, progress, measure_on=measure_on)
+            texts, corpus = teacher_texts(model), "the model's training texts and their lead sentences"
+        head = build_head(model, base, texts, corpus, measure_on=measure_on)
         save_head(head, path)
     return head, path
 
@@ -481,8 +487,7 @@ class FastScorer:
         return {"kind": "fast", "margin": self.margin, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
-    def for_model(cls, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None,
-                  progress: Callable[[str], None] = print) -> "FastScorer":
+    def for_model(cls, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None) -> "FastScorer":
         """The fast scorer of a model (a rtic.mlops.registry.LoadedModel): `margin` z given, or chosen for `agreement` (default DEFAULT_AGREEMENT)."""
         if margin is not None and agreement is not None:
             raise RticError("give --fast-margin or --fast-agreement, not both")
@@ -491,13 +496,13 @@ class FastScorer:
         if agreement is not None and not 0 < agreement <= 1:
             raise RticError(f"--fast-agreement is a share of (firm, sector) decisions, between 0 and 1, got {agreement}")
         clf = model.classifier
-        head, path = ensure_head(model, settings, progress=progress)
+        head, path = ensure_head(model, settings)
         if head.sector_ids != list(clf.sector_ids):
             raise RticError(f"fast head {path} was built for other sectors: rebuild it with `rtic fastpath build --force`")
         if margin is None:
             target = DEFAULT_AGREEMENT if agreement is None else agreement
             margin, expected = head.margin_for(target)
-            progress(f"fast path: margin z {margin:g} for {target:.1%} agreement with the transformer "
+            log.info(f"fast path: margin z {margin:g} for {target:.1%} agreement with the transformer "
                      f"({expected:.2%} of decisions, cross-fitted on the head's corpus: {head.corpus})")
         return cls(clf, head, transformer, margin, path)
 
@@ -522,23 +527,23 @@ class FastScorer:
 
 
 def build_fast_path(settings: Settings, model_uri: str | None = None, register: str | Path | None = None, sample: int = DEFAULT_SAMPLE,
-                    source=None, force: bool = False, progress: Callable[[str], None] = print) -> tuple[Path, FastHead | None, Path | None]:
+                    source=None, force: bool = False) -> tuple[Path, FastHead | None, Path | None]:
     """`rtic fastpath build`: the static table, then the fast head of a registered model (when one exists or is named)."""
     from rtic.mlops import registry
 
     if source is not None and register is None:
         raise RticError("--store needs --register (the firms to sample)")
     if model_uri is None and register is None and not registry.has_champion(settings):
-        return build_static_model(settings, force=force, progress=progress), None, None
+        return build_static_model(settings, force=force), None, None
     model = registry.open_model(model_uri, settings)  # a missing or damaged model is reported before any long work
     texts, corpus, sampled = None, "", None
     if register is not None:
-        texts = sampled = sample_register(register, sample, source, progress=progress)
+        texts = sampled = sample_register(register, sample, source)
         corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
         # The model's training texts too: more texts give better token averages and map (measured on held-out
         # website text: scripts/bench_batch.py); sigma and the z table still come from the sample alone.
-        extra = teacher_texts(model, progress)
+        extra = teacher_texts(model)
         texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
-    table = build_static_model(settings, force=force, progress=progress)
-    head, path = ensure_head(model, settings, texts, corpus, force=force, progress=progress, measure_on=sampled)
+    table = build_static_model(settings, force=force)
+    head, path = ensure_head(model, settings, texts, corpus, force=force, measure_on=sampled)
     return table, head, path

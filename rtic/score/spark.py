@@ -12,6 +12,7 @@ engine's.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
@@ -19,7 +20,8 @@ from functools import reduce
 from pathlib import Path
 
 from rtic.mlops import registry
-from rtic.contracts import BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS
+from rtic.contracts import (BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EMPTY_TEXT_DETAIL, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS,
+                            REASONS)
 from rtic.score.batch import ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
@@ -28,20 +30,61 @@ from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, Register
 from rtic.score.spark_register import read_csv_records
 from rtic.tables import check_writable, require_columns
 
+log = logging.getLogger(__name__)
+
+
+PANDAS_WARNING = "PySpark does not yet fully support pandas"  # a FutureWarning pyspark repeats on every pandas UDF
+# Spark's own log: errors only (warnings and INFO chatter off), on stderr, so a real failure is still seen.
+LOG4J2_PROPERTIES = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+
+
+def quiet_spark() -> dict[str, str]:
+    """Keep the terminal to rtic's own progress lines: no stage bars, no pandas-version FutureWarnings (in this process
+    and in the Python workers), Spark's log at ERROR. Returns the Spark settings that do it (also for a session that
+    spark-submit configured); errors still reach stderr and a failed job still fails."""
+    import tempfile
+    import warnings
+
+    warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+    worker_filter = f"ignore:{PANDAS_WARNING}:FutureWarning"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if worker_filter not in current:  # Python workers started by this machine's JVM inherit it
+        os.environ["PYTHONWARNINGS"] = ",".join(x for x in (current, worker_filter) if x)
+    log4j = Path(tempfile.gettempdir()) / "rtic-spark-log4j2.properties"
+    if not log4j.is_file() or log4j.read_text() != LOG4J2_PROPERTIES:
+        log4j.write_text(LOG4J2_PROPERTIES)
+    conf = {"spark.ui.showConsoleProgress": "false", "spark.executorEnv.PYTHONWARNINGS": worker_filter}
+    if "extraJavaOptions" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):  # the user's own JVM options win
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j.as_uri()}"
+    return conf
+
 
 def spark_session(master: str | None = None, app: str = "rtic-classify"):
     """A SparkSession; without a master, whatever spark-submit configured, else local[*]."""
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or __import__("sys").executable)
+    conf = quiet_spark()  # before pyspark.sql is imported: importing it warns too
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise RticError("--engine spark needs pyspark: run `make setup` (installs the pinned pyspark)") from None
     builder = SparkSession.builder.appName(app)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
     if master:
         builder = builder.master(master)
     elif not os.environ.get("SPARK_HOME") and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master("local[*]")
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")  # when spark-submit started the JVM with its own log settings
+    return spark
 
 
 def read_register_spark(spark, register: Register):
@@ -62,8 +105,8 @@ def read_register_spark(spark, register: Register):
         df = df.select([F.coalesce(F.col(f"`{c}`").cast("string"), F.lit("")).alias(c) for c in df.columns]
                        + [(F.col("_metadata.row_index") + 1).alias("line"), bad.alias("_bad"),
                           (F.coalesce(bad_id, F.lit("")) if id_col else F.lit("")).alias("_bad_id")])
-        df = (df.withColumn("_reason", F.when(F.col("_bad"), F.lit(BAD_ENCODING[0])))
-              .withColumn("_detail", F.when(F.col("_bad"), F.lit(BAD_ENCODING[1]))).drop("_bad"))
+        df = (df.withColumn("_reason", F.when(F.col("_bad"), F.lit(BAD_ENCODING)))
+              .withColumn("_detail", F.when(F.col("_bad"), F.lit(REASONS[BAD_ENCODING]))).drop("_bad"))
     else:
         df = read_csv_records(spark, str(register.path), register.header)
     internal = {"line", "_reason", "_detail", "_bad_id"}
@@ -81,6 +124,22 @@ def read_register_spark(spark, register: Register):
     return df.withColumn("firm_id", F.when(F.col("_reason").isNotNull(), F.col("_bad_id")).otherwise(strip(F.coalesce(F.col("firm_id"), F.lit("")))))
 
 
+def _stages(total: int):
+    """A line on the log, "stage k/total: what (previous stage took Xs)", once per stage."""
+    import time
+
+    state = {"k": 0, "t": time.monotonic()}
+
+    def stage(what: str) -> None:
+        now = time.monotonic()
+        took = f" (previous stage {now - state['t']:.0f}s)" if state["k"] else ""
+        state["k"] += 1
+        state["t"] = now
+        log.info(f"stage {state['k']}/{total}: {what}{took}")
+
+    return stage
+
+
 def strip(column):
     """Python's str.strip() in Spark (F.trim removes spaces only, not tabs or newlines)."""
     from pyspark.sql import functions as F
@@ -96,7 +155,6 @@ def classify_spark(
     taxonomy_path: str | Path | None = None,
     master: str | None = None,
     spark=None,
-    progress=print,
 ) -> ClassifyResult:
     import mlflow.pyfunc
     from pyspark import StorageLevel
@@ -114,7 +172,7 @@ def classify_spark(
     ref, model_taxonomy, sector_ids = model.ref, model.taxonomy_version, model.sector_ids
     spark = spark or spark_session(master)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    progress(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
+    log.info(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
 
     df = read_register_spark(spark, register)
     # First row wins among well-formed rows with an id, as in the local reader.
@@ -131,8 +189,8 @@ def classify_spark(
     detail = (F.when(F.col("_reason").isNotNull(), F.col("_detail"))
               .when(F.col("firm_id") == "", F.lit(EMPTY_ID[1]))
               .when(F.col("_nth") > 1, F.lit(DUPLICATE_ID[1]))
-              .when(empty_text & no_site, F.lit("register row has no website and no text"))
-              .otherwise(F.lit("register row has an empty text column")))
+              .when(empty_text & no_site, F.lit(REASONS[NO_WEBSITE]))
+              .otherwise(F.lit(EMPTY_TEXT_DETAIL)))
     df = df.withColumn("reason", reason).withColumn("detail", detail).select("firm_id", "line", "text", "reason", "detail").cache()
 
     udf = mlflow.pyfunc.spark_udf(
@@ -155,8 +213,13 @@ def classify_spark(
     if parts.exists():
         shutil.rmtree(parts)
     labels_dir, exceptions_dir = parts / "spark-labels", parts / "spark-exceptions"
+    # One progress line per stage (Spark's own stage bars are off, see quiet_spark).
+    stage = _stages(4)
+    stage(f"reading the register, scoring every firm and writing labels to {labels_dir}")
     ordered.write.mode("overwrite").parquet(str(labels_dir))
+    stage(f"writing the rows not classified to {exceptions_dir}")
     exceptions.write.mode("overwrite").parquet(str(exceptions_dir))
+    stage("counting firms, reasons and labels")
     counts = df.select(F.count(F.lit(1)).alias("rows"), F.count_if(F.col("reason").isNull()).alias("classified")).first()
     reasons = {r["reason"]: int(r["count"]) for r in df.where(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
     assigned = spark.read.parquet(str(labels_dir)).where("assigned").groupBy("sector_id").count().collect()
@@ -164,6 +227,7 @@ def classify_spark(
     df.unpersist()
 
     # Merge on the driver (OUT is local here), part file by part file, row group by row group: bounded memory.
+    stage(f"merging the parts into {out_path} and {exceptions_path_for(out_path)}")
     merge_parquet(sorted(labels_dir.glob("part-*.parquet")), out_path, OUTPUT_COLUMNS)
     exceptions_path = merge_csv(sorted(exceptions_dir.glob("part-*.parquet")), exceptions_path_for(out_path), EXCEPTION_COLUMNS)
     per = {s: 0 for s in sector_ids} | {r["sector_id"]: int(r["count"]) for r in assigned}
