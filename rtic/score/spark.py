@@ -194,7 +194,7 @@ def classify_spark(
     df = df.withColumn("reason", reason).withColumn("detail", detail).select("firm_id", "line", "text", "reason", "detail").cache()
 
     udf = mlflow.pyfunc.spark_udf(
-        spark, str(model.path), env_manager="local",  # the folder whose digest was just checked params={"taxonomy_version": model_taxonomy},
+        spark, str(model.path), env_manager="local", params={"taxonomy_version": model_taxonomy},  # the folder whose digest was just checked
         model_config=registry.load_config(settings),
         result_type=", ".join(f"`{probability_column(s)}` double, `{assigned_column(s)}` boolean" for s in sector_ids),
     )
