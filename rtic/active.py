@@ -18,7 +18,7 @@ from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.labels import split_sectors
 from rtic.register import read_register
-from rtic.tables import read_table, require_columns, write_atomically
+from rtic.tables import check_writable, read_table, require_columns, write_atomically
 from rtic.taxonomy import load_taxonomy
 from rtic import config
 
@@ -61,9 +61,9 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = con
 
     if n < 1:
         raise RticError("--n must be at least 1")
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)
-    classifier = model.unwrap_python_model().classifier
+    check_writable(out)  # before the model is loaded and the register scored
+    loaded = registry.open_model(model_uri, settings)
+    ref, model, classifier = loaded.ref, loaded.pyfunc, loaded.classifier
     if sector_id not in classifier.sector_ids:
         raise RticError(f"model {ref.name} version {ref.version} has no sector '{sector_id}' (it has: {', '.join(classifier.sector_ids)})")
     register = read_register(register_path)
@@ -90,7 +90,7 @@ def suggest(settings: Settings, register_path, sector_id: str, out, n: int = con
     assigned = np.column_stack([out_frame[assigned_column(s)].to_numpy(bool) for s in classifier.sector_ids])
     suggested = ["|".join(s for s, on in zip(classifier.sector_ids, row) if on) for row in assigned]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    taxonomy_version = registry.model_taxonomy_version(model) or ""
+    taxonomy_version = loaded.taxonomy_version or ""
     # Name and website (when the register has them) so a reviewer can find the firm, not only read its text.
     names, websites = (firms[c].fillna("").astype(str) if c in firms.columns else pd.Series([""] * len(firms)) for c in ("name", "website"))
     rows = [{"firm_id": firms["firm_id"].iloc[i], "name": names.iloc[i], "website": websites.iloc[i], "text": firms["text"].iloc[i], "sector_id": sector_id, "probability": round(float(proba[i]), 4),

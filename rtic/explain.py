@@ -127,13 +127,10 @@ class ModelExplainer:
     """One registered model version, loaded once, with its training data for nearest neighbours."""
 
     def __init__(self, settings: Settings, model_uri: str):
-        from mlflow import MlflowClient
-
-        self.ref = registry.resolve(model_uri, settings)
-        self.pyfunc = registry.load(self.ref, settings)
-        wrapped = self.pyfunc.unwrap_python_model()
-        self.classifier = wrapped.classifier
-        self.meta = wrapped.meta
+        model = registry.open_model(model_uri, settings)
+        self.ref, self.pyfunc = model.ref, model.pyfunc
+        self.classifier = model.classifier
+        self.meta = model.meta
         self.sector_ids = list(self.classifier.sector_ids)
         self.thresholds = dict(zip(self.sector_ids, map(float, self.classifier.thresholds_)))
         self.warnings: list[str] = []
@@ -143,11 +140,8 @@ class ModelExplainer:
         self._train_sectors: list[str] = []
         self._train_snippets: list[str] = []
         self._train_emb = None
-        run_id = None
-        if self.ref.uri.startswith("models:/"):
-            run_id = MlflowClient().get_model_version(self.ref.name, self.ref.version).run_id
-        if run_id:
-            self._load_training(MlflowClient().get_run(run_id).data.params.get("labels_file"))
+        if model.training_labels is not None:
+            self._load_training(str(model.training_labels))
 
     def _load_training(self, labels_file: str | None) -> None:
         from rtic.labels import split_sectors

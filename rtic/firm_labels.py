@@ -110,13 +110,13 @@ class RegisterLookup:
         import sqlite3
         import tempfile
 
-        from rtic.register import stream_register
+        from rtic.register import Register
 
         self._tmp = tempfile.TemporaryDirectory(prefix="rtic-wide-")
         self.db = sqlite3.connect(str(Path(self._tmp.name) / "register.sqlite"))
         self.db.execute("CREATE TABLE firms (firm_id TEXT PRIMARY KEY, name TEXT, website TEXT) WITHOUT ROWID")
         n = 0
-        for chunk in stream_register(register, chunk_rows=20_000):
+        for chunk in Register.open(register).chunks(chunk_rows=20_000):
             rows = chunk.rows
             names = rows["name"] if "name" in rows.columns else [""] * len(rows)
             websites = rows["website"] if "website" in rows.columns else [""] * len(rows)

@@ -27,6 +27,22 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+def check_writable(path: str | Path, what: str = "--out") -> Path:
+    """Fail before any long work when `path` cannot be written: its folder is created if need be, and a
+    probe file is created and removed beside it (the way outputs are written: a temporary file, renamed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RticError(f"{what} {path} is a folder: give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RticError(f"cannot write {what} {path}: {exc.strerror or exc}: choose a folder you can write to") from None
+    return path
+
+
 def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
     """Read a CSV (UTF-8) or Parquet file as strings where CSV, raising RticError for user mistakes."""
     path = check_input_file(path, what)

@@ -90,8 +90,8 @@ if mode == "naive":
     from rtic.mlops import registry
     from rtic.score.batch import to_long
     from rtic.tables import read_table, write_atomically
-    ref = registry.resolve(None, settings)
-    model = registry.load(ref, settings)
+    loaded = registry.open_model(None, settings)
+    ref, model = loaded.ref, loaded.pyfunc
     t = time.monotonic()
     df = read_table(register, "register")
     df = df[df["text"].str.strip() != ""].reset_index(drop=True)
@@ -280,10 +280,9 @@ def main() -> None:
     os.environ["RTIC_HOME"] = str(home)
     from rtic.mlops import registry
     from rtic.config import Settings
-    from rtic.score.fastpath import sector_classifier
 
     settings = Settings.from_env()
-    clf = sector_classifier(registry.load(registry.resolve(None, settings), settings))
+    clf = registry.open_model(None, settings).classifier
     thresholds = {s: float(np.log(t / (1 - t))) for s, t in zip(clf.sector_ids, clf.thresholds_)}
 
     texts = pd.read_csv(SHARED / "techstars" / "companies.csv", dtype=str, keep_default_na=False)["text"]

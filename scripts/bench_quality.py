@@ -128,8 +128,8 @@ def baselines(train_texts: list[str], Y: np.ndarray, encoder: Encoder, eval_text
 def registered_predictions(model_uri: str | None, settings: Settings, eval_texts: dict[str, list[str]], sector_ids: list[str]):
     from rtic.mlops import registry
 
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)
+    loaded = registry.open_model(model_uri, settings)
+    ref, model = loaded.ref, loaded.pyfunc
     out = {}
     for k, texts in eval_texts.items():
         pred = model.predict(pd.DataFrame({"firm_id": [str(i) for i in range(len(texts))], "text": texts}))

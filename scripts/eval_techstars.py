@@ -35,8 +35,8 @@ def show(title: str, report: pd.DataFrame) -> None:
 
 
 def score_registered_model(firms, settings: Settings, model_uri: str | None) -> pd.DataFrame:
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)
+    loaded = registry.open_model(model_uri, settings)
+    ref, model = loaded.ref, loaded.pyfunc
     start = time.perf_counter()
     out = model.predict(pd.DataFrame({"firm_id": firms.firm_ids, "text": firms.texts}))
     took = time.perf_counter() - start

@@ -14,7 +14,7 @@ import pytest
 
 from rtic.score.batch import classify_register
 from rtic.config import DEFAULT_SEED_LABELS, PACKAGE_DATA
-from rtic.register import stream_register
+from rtic.register import Register
 from conftest import REPO, SHARED_DATA, run_cli
 
 EXAMPLE = PACKAGE_DATA / "example_register.csv"
@@ -44,7 +44,7 @@ def test_stream_register_reports_bad_rows_with_lines(tmp_path):
         b"C,c.co.uk,caf\xe9\n"             # 7 bad encoding
         b"D,,\n"                            # 8 ok here (no text is the text source's business)
     )
-    chunks = list(stream_register(register, chunk_rows=2))
+    chunks = list(Register.open(register).chunks(chunk_rows=2))
     assert [c.records for c in chunks] == [2, 2, 2]
     rows = pd.concat([c.rows for c in chunks])
     bad = pd.concat([c.bad for c in chunks])

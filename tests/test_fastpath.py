@@ -54,12 +54,11 @@ def test_build_reports_the_head_and_its_validation_table(distilled, settings):
 
 
 def test_fast_scores_agree_with_the_transformer_on_held_out_texts(distilled, settings):
-    ref = registry.resolve(None, settings)
-    model = registry.load(ref, settings)
-    scorer = FastScorer.for_model(ref, model, settings, transformer=None)
+    model = registry.open_model(None, settings)
+    scorer = FastScorer.for_model(model, settings, transformer=None)
     held_out = SEED["text"].iloc[600:700].tolist()  # neither distilled on nor trained on
     fast = scorer.logits(held_out)
-    true = calibrated_logits(scorer.clf, model.unwrap_python_model().classifier.encoder, held_out)
+    true = calibrated_logits(scorer.clf, model.classifier.encoder, held_out)
     residual = np.abs(true - fast)
     # The stated margin: the residual sigma measured when the head was built carries over to new texts.
     assert (residual <= 3 * scorer.head.sigma).mean() >= 0.95
@@ -96,7 +95,7 @@ def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
     import rtic.score.fastpath as fastpath
 
     monkeypatch.setattr(fastpath, "build_head", lambda *a, **k: pytest.fail("the cached head should have been reused"))
-    scorer = FastScorer.for_model(ref, registry.load(ref, settings), settings, transformer=None)
+    scorer = FastScorer.for_model(registry.open_model(None, settings), settings, transformer=None)
     assert scorer.head.corpus.startswith("random sample of 160 firms") and path.stat().st_mtime_ns == before
     assert scorer.identity()["head_digest"] == scorer.head.digest
 
@@ -161,16 +160,15 @@ def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():
 
 
 def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distilled, settings, tmp_path, caplog):
-    ref = registry.resolve(None, settings)
-    model = registry.load(ref, settings)
+    model = registry.open_model(None, settings)
     caplog.set_level(logging.INFO, logger="rtic.score.fastpath")
-    scorer = FastScorer.for_model(ref, model, settings, transformer=None)
+    scorer = FastScorer.for_model(model, settings, transformer=None)
     lines = [r.getMessage() for r in caplog.records if r.name == "rtic.score.fastpath"]
     table = scorer.head.validation
     reaching = [row["z"] for row in table if row["cell_agreement"] >= 0.97]
     assert scorer.margin == (reaching[0] if reaching else 100.0)
     assert any("for 97.0% agreement" in line for line in lines)
-    strict = FastScorer.for_model(ref, model, settings, transformer=None, agreement=0.999)
+    strict = FastScorer.for_model(model, settings, transformer=None, agreement=0.999)
     assert strict.margin >= scorer.margin
     assert [row["z"] for row in table] == sorted(row["z"] for row in table)
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])

@@ -25,9 +25,9 @@ def test_train_registers_a_champion(trained, settings):
 
 
 def test_load_by_alias_gives_same_predictions_as_the_classifier(trained, settings, mini_labels):
-    ref = registry.resolve(None, settings)
-    assert ref.version == trained.version
-    model = registry.load(ref, settings)
+    loaded = registry.open_model(None, settings)
+    assert loaded.ref.version == trained.version
+    model = loaded.pyfunc
     firms = read_labels(mini_labels, load_taxonomy())
     frame = pd.DataFrame({"firm_id": firms.firm_ids[:12], "text": firms.texts[:12]})
     out = model.predict(frame)
@@ -40,12 +40,12 @@ def test_load_by_alias_gives_same_predictions_as_the_classifier(trained, setting
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
     # And loading the exact version again gives identical output.
-    again = registry.load(registry.resolve(f"models:/{MODEL_NAME}/{trained.version}", settings), settings).predict(frame)
+    again = registry.open_model(f"models:/{MODEL_NAME}/{trained.version}", settings).pyfunc.predict(frame)
     pd.testing.assert_frame_equal(out, again)
 
 
 def test_model_refuses_another_taxonomy_version(trained, settings):
-    model = registry.load(registry.resolve(None, settings), settings)
+    model = registry.open_model(None, settings).pyfunc
     with pytest.raises(Exception, match="refusing to score"):
         model.predict(pd.DataFrame({"text": ["anything"]}), params={"taxonomy_version": "1999.1"})
 

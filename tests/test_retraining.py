@@ -141,9 +141,14 @@ def test_promote_needs_an_evaluation_and_respects_the_tolerance(settings, traine
     client = MlflowClient(registry.configure(settings))
     with pytest.raises(RticError, match="--eval-set"):
         promote(settings, second.version)
-    # A tolerance below minus one demands an impossible improvement: refused, champion unchanged.
-    refused = promote(settings, second.version, eval_set="mini", tolerance=-1.5)
+    # A tolerance of minus one demands an impossible improvement (both fit these firms): refused, champion unchanged.
+    refused = promote(settings, second.version, eval_set="mini", tolerance=-1.0)
     assert not refused.promoted and "not promoted" in refused.message
+    assert str(client.get_registered_model(MODEL_NAME).aliases["champion"]) == trained.version
+    # Issue 13 item 16: NaN compared false, so `--tolerance nan` promoted a worse model; out of range likewise refused.
+    for tolerance in (float("nan"), float("inf"), -1.5, 2.0):
+        with pytest.raises(RticError, match="--tolerance .* between -1 and 1"):
+            promote(settings, second.version, eval_set="mini", tolerance=tolerance)
     assert str(client.get_registered_model(MODEL_NAME).aliases["champion"]) == trained.version
     with pytest.raises(RticError, match="--reason"):
         promote(settings, second.version, force=True)
@@ -288,7 +293,7 @@ def test_add_sector_then_train_from_ten_seed_firms(tmp_path, settings, mini_labe
     model = train(settings, labels_path=labels, taxonomy_path=result.taxonomy_path, name="rtic-quantum-test", cv=0,
                   description_prior=True)
     assert model.taxonomy_version == new.version
-    pyfunc = registry.load(registry.resolve("models:/rtic-quantum-test/1", settings), settings)
+    pyfunc = registry.open_model("models:/rtic-quantum-test/1", settings).pyfunc
     out = pyfunc.predict(pd.DataFrame({"text": ["Our superconducting qubits run quantum error correction.",
                                                 "We bake sourdough bread for cafes in Leeds."]}))
     assert out["quantum__probability"][0] > 0.5 > out["quantum__probability"][1]
@@ -324,7 +329,7 @@ def test_cli_promote_refusal_is_one_line_and_exit_3(rtic_home, settings, trained
     client = MlflowClient(registry.configure(settings))
     before = str(client.get_registered_model(MODEL_NAME).aliases["champion"])
     candidate = second.version if before != second.version else trained.version
-    out = run_cli("models", "promote", candidate, "--eval-set", "mini", "--tolerance", "-1.5", home=rtic_home)
+    out = run_cli("models", "promote", candidate, "--eval-set", "mini", "--tolerance", "-1", home=rtic_home)
     assert out.returncode == 3, out.stderr
     assert out.stderr.startswith("rtic: not promoted: macro f1 on mini") and out.stderr.strip().count("\n") == 0
     assert str(client.get_registered_model(MODEL_NAME).aliases["champion"]) == before

@@ -114,11 +114,11 @@ def reassemble(data: bytes, cuts: list[int], header: list[str]):
 @pytest.mark.parametrize("cuts", [[], [1], [3, 4], [4, 5, 6], [2, 5, 9, 10, 14], list(range(1, 16))], ids=lambda c: "cuts" + "-".join(map(str, c)))
 def test_split_lines_rebuild_the_local_readers_records(tmp_path, cuts):
     """Wherever the file is split, records, fields, line numbers and malformed-row reasons equal the local reader's."""
-    from rtic.register import stream_register
+    from rtic.register import Register
 
     register = tmp_path / "r.csv"
     register.write_bytes(TRICKY)
-    chunks = list(stream_register(register, chunk_rows=100))
+    chunks = list(Register.open(register).chunks(chunk_rows=100))
     local_good = [[int(r["line"]), r["firm_id"], r["website"], r["text"]] for r in chunks[0].rows.to_dict("records")]
     local_bad = [[r["firm_id"], int(r["line"]), r["reason"], r["detail"]] for r in chunks[0].bad.to_dict("records") if r["reason"] in ("malformed_row", "bad_encoding")]
     good, bad = reassemble(TRICKY, cuts, ["firm_id", "website", "text"])
@@ -174,7 +174,7 @@ def test_split_lines_match_the_local_reader_on_random_csv(tmp_path):
     and line numbers as Python's csv reader gives the local engine."""
     import random
 
-    from rtic.register import stream_register
+    from rtic.register import Register
 
     rng = random.Random(5)
     for trial in range(150):
@@ -189,10 +189,38 @@ def test_split_lines_match_the_local_reader_on_random_csv(tmp_path):
         data = ("\n".join(body) + rng.choice(["", "\n"])).encode()
         register = tmp_path / f"r{trial}.csv"
         register.write_bytes(data)
-        local = pd.concat([pd.concat([c.rows[["line", "firm_id"]].astype(str), c.bad[["line", "firm_id"]].astype(str)]) for c in stream_register(register, 1000)])
+        local = pd.concat([pd.concat([c.rows[["line", "firm_id"]].astype(str), c.bad[["line", "firm_id"]].astype(str)]) for c in Register.open(register).chunks(1000)])
         n_lines = data.count(b"\n") + (not data.endswith(b"\n"))
         cuts = sorted(rng.sample(range(1, n_lines), k=min(n_lines - 1, rng.randint(0, 5)))) if n_lines > 1 else []
         good, bad = reassemble(data, cuts, ["firm_id", "b", "c"])
         # Spark strips good rows' ids after reading (rtic.score.spark.strip), as the local reader does
         spark_side = sorted([(str(g[0]), g[1].strip()) for g in good] + [(str(b[1]), b[0]) for b in bad], key=lambda t: int(t[0]))
         assert spark_side == sorted(map(tuple, local[["line", "firm_id"]].values.tolist()), key=lambda t: int(t[0])), (data, cuts)
+
+
+def test_spark_reads_hostile_registers_as_the_local_engine_does(trained, settings, rtic_home, tmp_path):
+    """Issue 13 items 7, 9 and 10 on Spark: a UTF-8 BOM (and quoted header), a stray quote that costs only
+    its own row, Parquet integer ids and binary text that is not UTF-8 give the local engine's exceptions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_register = tmp_path / "excel.csv"
+    csv_register.write_bytes(b"\xef\xbb\xbf" + (
+        '"firm_id",text\n'
+        "B1,We build welding robots for car plants.\n"
+        'B2,"Open banking payments API for lenders\n'      # 3: a quote never closed
+        "B3,Satellite radar data for insurers.\n"
+        'B4,"Cyber security audits, for hospitals."\n').encode())
+    parquet_register = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"firm_id": pa.array([11, 12, 13], pa.int64()),
+                             "text": pa.array([b"Heat pumps for homes.", b"caf\xe9 bakery", b"Drone mapping for farms."], pa.binary())}),
+                   parquet_register)
+    for register, expected in ((csv_register, [["B2", "3", "malformed_row"]]), (parquet_register, [["12", "2", "bad_encoding"]])):
+        local = classify_register(register, tmp_path / f"{register.stem}-local.parquet", settings)
+        out = tmp_path / f"{register.stem}-spark.parquet"
+        res = run_cli("classify", str(register), "--out", str(out), "--engine", "spark", "--spark-master", "local[2]", home=rtic_home, env=SPARK_ENV)
+        assert res.returncode == 0, res.stderr
+        pd.testing.assert_frame_equal(tidy(pd.read_parquet(out)).drop(columns="probability"), tidy(pd.read_parquet(local.labels_path)).drop(columns="probability"))
+        spark_exc = pd.read_csv(exceptions_path_for(out), dtype=str, keep_default_na=False)
+        pd.testing.assert_frame_equal(spark_exc, pd.read_csv(local.exceptions_path, dtype=str, keep_default_na=False))
+        assert spark_exc[["firm_id", "line", "reason"]].values.tolist() == expected

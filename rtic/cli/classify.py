@@ -59,9 +59,11 @@ def add_parsers(sub) -> None:
                        "malformed rows, go to OUT's .exceptions.csv with their line and reason. The register is streamed in "
                        "chunks written as parts under OUT's .parts/ folder: kill the run at any point and re-run the same "
                        "command to continue where it stopped. A manifest.json there records the run.")
-    p.add_argument("register", help="register CSV or Parquet (firm_id, text; Companies House files accepted)")
-    p.add_argument("--out", required=True, help="labels Parquet to write")
-    p.add_argument("--model", help="model URI (default models:/rtic-sector-classifier@champion)")
+    p.add_argument("register", help="register CSV (UTF-8, with or without a byte-order mark) or Parquet (firm_id as text or "
+                   "integers, text as text; Companies House files accepted)")
+    p.add_argument("--out", required=True, help="labels Parquet to write (its folder must be writable: checked before anything loads)")
+    p.add_argument("--model", help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/model or a model folder "
+                   "(default models:/rtic-sector-classifier@champion)")
     p.add_argument("--taxonomy", help="refuse to run unless the model was trained on this taxonomy file's version")
     quiet_arg(p)
     p.add_argument("--store", help="crawl store (from `rtic crawl`) to read firm text from instead of a text column")

@@ -171,7 +171,7 @@ def add_parsers(sub) -> None:
     p.add_argument("version")
     p.add_argument("--eval-set", help="evaluation set both versions were evaluated on")
     p.add_argument("--tolerance", type=float, default=config.PROMOTE_TOLERANCE,
-                   help=f"allowed drop in macro F1 (default {config.PROMOTE_TOLERANCE:g})")
+                   help=f"allowed drop in macro F1, between -1 and 1; negative demands an improvement (default {config.PROMOTE_TOLERANCE:g})")
     p.add_argument("--force", action="store_true", help="promote without (or against) the comparison")
     p.add_argument("--reason", help="why (required with --force)")
     p.add_argument("--who", help="who promotes (default $RTIC_USER or the login name)")

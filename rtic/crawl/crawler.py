@@ -34,7 +34,7 @@ from rtic.crawl.safety import url_problem
 from rtic.crawl.store import Store, page_html
 from rtic.contracts import EXCEPTION_COLUMNS, sibling_path
 from rtic.errors import RticError
-from rtic.register import stream_register
+from rtic.register import Register
 from rtic.tables import select_in, write_atomically
 from rtic.websites import Websites
 from rtic import config
@@ -426,7 +426,7 @@ class Crawler:
 def register_firms(register_path: str | Path, websites: Websites | None = None) -> tuple[list[dict], pd.DataFrame]:
     """The register rows the crawler needs, as plain dicts (firm_id, website, name, postcode, company_number), and the
     rows it leaves out (EXCEPTION_COLUMNS: empty or repeated firm_id, malformed rows), read as `rtic classify` reads them."""
-    chunks = list(stream_register(register_path, chunk_rows=50_000))
+    chunks = list(Register.open(register_path).chunks(chunk_rows=50_000))
     df = pd.concat([c.rows for c in chunks], ignore_index=True)
     bad = pd.concat([c.bad for c in chunks], ignore_index=True)[EXCEPTION_COLUMNS]
     if websites is not None:

@@ -7,6 +7,7 @@ the evaluation runs `rtic evaluate` logs, tagged with the model version and an e
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,10 +26,8 @@ AVERAGES = ("macro", "micro")  # the sector report's summary rows
 
 
 def _client(settings: Settings):
-    from mlflow import MlflowClient
-
-    registry.configure(settings, read_only=True)
-    return MlflowClient()
+    registry.configure(settings, read_only=True)  # evaluation_runs and reports still search through MLflow's fluent API
+    return registry.client(settings)
 
 
 def _version(client, name: str, version: str):
@@ -179,7 +178,10 @@ class Promotion:
 def promote(settings: Settings, version: str, eval_set: str | None = None, tolerance: float = config.PROMOTE_TOLERANCE, force: bool = False,
             reason: str = "", who: str | None = None, name: str = MODEL_NAME, metric: str = "f1") -> Promotion:
     """Point `champion` at `version` when its macro metric on `eval_set` is no worse than the champion's
-    minus `tolerance`; with `force`, promote regardless, recording who and why on the version."""
+    minus `tolerance` (-1 to 1; below 0 the candidate must beat the champion by that much); with `force`, promote
+    regardless, recording who and why on the version."""
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and -1 <= tolerance <= 1):
+        raise RticError(f"--tolerance is how much lower the candidate's macro {metric} may be, between -1 and 1, got {tolerance}")
     client = _client(settings)
     mv = _version(client, name, version)
     version = str(mv.version)
@@ -198,6 +200,9 @@ def promote(settings: Settings, version: str, eval_set: str | None = None, toler
         champ, _ = version_report(settings, previous, name, eval_set)
         c, p = (float(r.set_index("sector_id").loc["macro", metric]) for r in (cand, champ))
         message = f"macro {metric} on {eval_set}: candidate v{version} {c:.3f}, champion v{previous} {p:.3f}, tolerance {tolerance}"
+        if not (math.isfinite(c) and math.isfinite(p)):  # NaN compares false: it must never pass for "no worse"
+            return Promotion(version, previous, False, False, f"not promoted: {message}: a figure is missing, re-run `rtic evaluate` "
+                                                              "(or use --force --reason)")
         if c < p - tolerance:
             return Promotion(version, previous, False, False, f"not promoted: {message} (use --force --reason to override)")
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
@@ -213,6 +218,8 @@ def ui_command(settings: Settings, port: int = config.UI_PORT) -> list[str]:
     """The `mlflow ui` command line for this project's store, bound to 127.0.0.1 only."""
     import sys
 
+    if not 1 <= port <= 65535:
+        raise RticError(f"--port must be between 1 and 65535, got {port}")
     if settings.registry_missing:  # `mlflow ui` would create an empty registry there
         raise RticError(f"no model registry yet at {settings.where()}: train one with `rtic train` (or `make demo`)")
     uri = settings.resolved_tracking_uri

@@ -22,9 +22,17 @@ class SectorModel(PythonModel):
 
         from rtic.embed.encoder import Encoder
 
-        with open(context.artifacts["meta"], encoding="utf-8") as fh:
-            self.meta = json.load(fh)
-        self.classifier = joblib.load(context.artifacts["classifier"])
+        try:
+            with open(context.artifacts["meta"], encoding="utf-8") as fh:
+                self.meta = json.load(fh)
+            if "taxonomy_version" not in self.meta:
+                raise KeyError("taxonomy_version")
+        except Exception as exc:  # noqa: BLE001 - name the damaged artifact whatever the error
+            raise ValueError(f"artifact meta.json is damaged ({type(exc).__name__}: {exc})") from None
+        try:
+            self.classifier = joblib.load(context.artifacts["classifier"])
+        except Exception as exc:  # noqa: BLE001 - a damaged pickle raises anything from KeyError to UnpicklingError
+            raise ValueError(f"artifact classifier.joblib is damaged ({type(exc).__name__}: {exc})") from None
         config = context.model_config or {}
         self.classifier.encoder = Encoder(
             cache_path=config.get("embedding_cache") or None,

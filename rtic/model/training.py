@@ -4,6 +4,7 @@ the model to MLflow (registered pyfunc); `evaluate` scores a registered model on
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import subprocess
 import tempfile
@@ -18,9 +19,8 @@ import pandas as pd
 
 from rtic.mlops import registry
 from rtic.model.classifier import SectorClassifier
-from rtic.config import DEFAULT_SEED_LABELS, MODEL_NAME, REPO_ROOT, Settings
+from rtic.config import DEFAULT_SEED_LABELS, DEFAULT_TAXONOMY, MODEL_NAME, REPO_ROOT, Settings
 from rtic.embed.encoder import Encoder, file_sha256
-from rtic.contracts import taxonomy_mismatch
 from rtic.errors import RticError
 from rtic.model.evaluation import (
     misclassified,
@@ -158,6 +158,12 @@ def train(
     import joblib
     import mlflow
 
+    if not (isinstance(C, (int, float)) and math.isfinite(C) and C > 0):
+        raise RticError(f"--C is the classifier's inverse regularisation strength and must be a positive number, got {C}")
+    if cv != 0 and cv < 2:
+        raise RticError(f"--cv is the number of cross-validation folds: 0 (skip) or at least 2, got {cv}")
+    if not 0 <= seed < 2**32:
+        raise RticError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     labels_path = Path(labels_path) if labels_path else DEFAULT_SEED_LABELS
     taxonomy = load_taxonomy(taxonomy_path)
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
@@ -269,15 +275,12 @@ def evaluate(
 
     labels_path = Path(labels_path)
     taxonomy = load_taxonomy(taxonomy_path)
-    ref = registry.resolve(model_uri, settings)
-    if ref.taxonomy_version and ref.taxonomy_version != taxonomy.version:
-        raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", ref.taxonomy_version, taxonomy.version,
-                                          str(taxonomy_path or "the bundled taxonomy")))
+    loaded = registry.open_model(model_uri, settings, taxonomy_path or DEFAULT_TAXONOMY)
+    ref, model = loaded.ref, loaded.pyfunc
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown, training=False)
     for w in firms.warnings:
         log.warning(f"warning: {w}")
-    model = registry.load(ref, settings)
-    model_sectors = (model.metadata.metadata or {}).get("sector_ids") or firms.sector_ids
+    model_sectors = loaded.sector_ids or firms.sector_ids
     if list(model_sectors) != list(firms.sector_ids):
         raise RticError(f"model {ref.name} version {ref.version} has sectors {', '.join(model_sectors)}, the taxonomy has {', '.join(firms.sector_ids)}")
     from rtic.contracts import assigned_column, probability_column

@@ -26,13 +26,12 @@ import pandas as pd
 from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
-                            sibling_path, taxonomy_mismatch)
+                            sibling_path)
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.progress import rate_eta
-from rtic.register import estimate_rows, register_columns, stream_register
-from rtic.tables import atomic_path, require_columns, select_in, write_atomically
-from rtic.taxonomy import load_taxonomy
+from rtic.register import Register
+from rtic.tables import atomic_path, check_writable, require_columns, select_in, write_atomically
 from rtic.text import RegisterText, TextSource
 
 log = logging.getLogger(__name__)
@@ -257,23 +256,21 @@ def classify_register(
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
+    rows_per_chunk = batch_size if chunk_rows is None else chunk_rows
+    if rows_per_chunk < 1:
+        raise RticError(f"--chunk-rows must be at least 1, got {rows_per_chunk}")
+    check_writable(out_path)  # before the register is read or the model loaded
     register_path = Path(register_path)
     source = source or RegisterText()
-    columns = register_columns(register_path)  # whole-file checks: exists, not empty, has firm_id
-    require_columns(columns, source.required_columns, register_path, "register")
+    register = Register.open(register_path)  # whole-file checks: exists, readable, has firm_id, column types
+    require_columns(register.columns, source.required_columns, register_path, "register")
     since = Previous.check(since) if since else None
     sites_file = Websites(websites) if websites else None
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)
-    model_taxonomy = registry.model_taxonomy_version(model) or ref.taxonomy_version
-    sector_ids = list((model.metadata.metadata or {}).get("sector_ids") or [])
-    if taxonomy_path is not None:
-        taxonomy = load_taxonomy(taxonomy_path)
-        if taxonomy.version != model_taxonomy:
-            raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", model_taxonomy, taxonomy.version, str(taxonomy_path)))
+    model = registry.open_model(model_uri, settings, taxonomy_path)
+    ref, model_taxonomy, sector_ids = model.ref, model.taxonomy_version, model.sector_ids
 
     def transformer(frame: pd.DataFrame) -> pd.DataFrame:
-        out = model.predict(frame[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
+        out = model.pyfunc.predict(frame[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
         out["scored_by"] = "transformer"
         return out
 
@@ -281,7 +278,7 @@ def classify_register(
     if fast:
         from rtic.score.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(ref, model, settings, transformer, margin=fast_margin, agreement=fast_agreement)
+        fast_scorer = FastScorer.for_model(model, settings, transformer, margin=fast_margin, agreement=fast_agreement)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
@@ -293,14 +290,14 @@ def classify_register(
     state, resumed = _prepare_parts(parts, identity, restart)
     previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
-    total, exact = estimate_rows(register_path)
+    total, exact = register.estimated_rows
     log.info(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
              f"(taxonomy {model_taxonomy}; {'fast path' if fast else 'transformer'}; chunks of {chunk_rows:,}; text from {source.describe()})"
              + (f"; resuming from {parts}" if resumed else ""))
 
     counts = {"records": 0, "classified": 0, "carried": 0, "escalated": 0, "exceptions": 0, "reasons": {}, "assigned": {s: 0 for s in sector_ids}}
     started, fresh_records, resumed_chunks = time.monotonic(), 0, 0
-    for chunk in stream_register(register_path, chunk_rows, seen_path=parts / "seen.sqlite"):
+    for chunk in register.chunks(chunk_rows, seen_path=parts / "seen.sqlite"):
         if sites_file is not None:  # on resumed chunks too, so the unmatched report covers the whole register
             chunk.rows = sites_file.attach(chunk.rows)
         mark = parts / f"chunk-{chunk.index:06d}.json"

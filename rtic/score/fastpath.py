@@ -207,17 +207,10 @@ class TokenMeans:
         return ((sums + CONTEXT_PSEUDOCOUNT * self.prior) / (counts[:, None] + CONTEXT_PSEUDOCOUNT)).astype(np.float32)
 
 
-def teacher_texts(ref, settings: Settings) -> list[str]:
-    """The registered model's training texts (from its MLflow run) or the bundled seed labels, with their leads."""
-    from mlflow import MlflowClient
-
-    path = None
-    try:
-        client = MlflowClient()
-        run_id = client.get_model_version(ref.name, ref.version).run_id
-        path = Path(client.get_run(run_id).data.params.get("labels_file", ""))
-    except Exception:  # noqa: BLE001 - a model outside the registry has no run to ask
-        path = None
+def teacher_texts(model) -> list[str]:
+    """The model's training texts (a rtic.mlops.registry.LoadedModel: from its MLflow run) or the bundled seed
+    labels, with their leads."""
+    path = model.training_labels
     if not path or not path.is_file():
         log.info(f"fast path: the model's training labels are not on this machine; distilling on {DEFAULT_SEED_LABELS.name}")
         path = DEFAULT_SEED_LABELS
@@ -233,16 +226,17 @@ def sample_register(register: str | Path, sample: int = DEFAULT_SAMPLE, source=N
     `source` is a rtic.text.TextSource (default: the register's `text` column); firms without text are skipped.
     """
     from rtic.text import RegisterText
-    from rtic.register import register_columns, stream_register
+    from rtic.register import Register
 
     if sample < MIN_CORPUS:
         raise RticError(f"--sample must be at least {MIN_CORPUS}, got {sample}")
     source = source or RegisterText()
-    require_columns(register_columns(register), source.required_columns, register, "register")  # whole-file checks first, as classify
+    opened = Register.open(register)
+    require_columns(opened.columns, source.required_columns, register, "register")  # whole-file checks first, as classify
     rng = np.random.default_rng(seed)
     kept: list[str] = []
     seen = 0
-    for chunk in stream_register(register, 8192):
+    for chunk in opened.chunks(8192):
         texts, _ = source.texts(chunk.rows)
         for text in texts["text"]:
             seen += 1
@@ -283,15 +277,6 @@ class _Known:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self.lookup[t] for t in texts]) if len(texts) else np.zeros((0, 0), dtype=np.float32)
-
-
-def sector_classifier(model):
-    """The SectorClassifier inside a loaded rtic pyfunc model."""
-    try:
-        clf = model.unwrap_python_model().classifier
-    except Exception:  # noqa: BLE001 - any other pyfunc has no classifier to approximate
-        raise RticError("the fast path needs a model trained by `rtic train` (an rtic SectorModel pyfunc)") from None
-    return clf
 
 
 def calibrated_logits(clf, encoder, texts: Sequence[str]) -> np.ndarray:
@@ -369,7 +354,7 @@ class FastHead:
         return out
 
 
-def build_head(ref, model, base: StaticEncoder, texts: Sequence[str], corpus: str,
+def build_head(model, base: StaticEncoder, texts: Sequence[str], corpus: str,
                measure_on: Sequence[str] | None = None) -> FastHead:
     """Fit the static→transformer embedding map on `texts` and measure each sector's residual by cross-fitting.
 
@@ -377,7 +362,7 @@ def build_head(ref, model, base: StaticEncoder, texts: Sequence[str], corpus: st
     only, so they describe the text being classified rather than the training texts also used to fit the map.
     `base` is the out-of-context table: the prior of rarely seen tokens.
     """
-    clf = sector_classifier(model)
+    clf, ref = model.classifier, model.ref
     texts = list(dict.fromkeys(str(t) for t in texts if t is not None and str(t).strip()))
     if len(texts) < MIN_CORPUS:
         raise RticError(f"the fast head needs at least {MIN_CORPUS} distinct non-empty texts to distil on, got {len(texts)}")
@@ -470,18 +455,18 @@ def load_head(path: Path) -> FastHead | None:
     return head if isinstance(head, FastHead) and head.method == HEAD_METHOD else None
 
 
-def ensure_head(ref, model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
+def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
                 measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
     base = StaticEncoder.load(build_static_model(settings))
-    path = head_path(settings, ref, base)
+    path = head_path(settings, model.ref, base)
     head = None if (force or texts is not None) else load_head(path)
     if head is None:
         if texts is None:
             log.info("fast path: no head for this model yet; distilling on its training texts "
                      "(for register-like text, build it on a sample of your register: `rtic fastpath build --register FILE`)")
-            texts, corpus = teacher_texts(ref, settings), "the model's training texts and their lead sentences"
-        head = build_head(ref, model, base, texts, corpus, measure_on=measure_on)
+            texts, corpus = teacher_texts(model), "the model's training texts and their lead sentences"
+        head = build_head(model, base, texts, corpus, measure_on=measure_on)
         save_head(head, path)
     return head, path
 
@@ -502,16 +487,16 @@ class FastScorer:
         return {"kind": "fast", "margin": self.margin, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
-    def for_model(cls, ref, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None) -> "FastScorer":
-        """The fast scorer of a registered model: `margin` z given, or chosen for `agreement` (default DEFAULT_AGREEMENT)."""
+    def for_model(cls, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None) -> "FastScorer":
+        """The fast scorer of a model (a rtic.mlops.registry.LoadedModel): `margin` z given, or chosen for `agreement` (default DEFAULT_AGREEMENT)."""
         if margin is not None and agreement is not None:
             raise RticError("give --fast-margin or --fast-agreement, not both")
         if margin is not None and not 0 <= margin <= MAX_MARGIN:  # also refuses NaN
             raise RticError(f"--fast-margin is in residual standard deviations and must be between 0 and {MAX_MARGIN:g}, got {margin}")
         if agreement is not None and not 0 < agreement <= 1:
             raise RticError(f"--fast-agreement is a share of (firm, sector) decisions, between 0 and 1, got {agreement}")
-        clf = sector_classifier(model)
-        head, path = ensure_head(ref, model, settings)
+        clf = model.classifier
+        head, path = ensure_head(model, settings)
         if head.sector_ids != list(clf.sector_ids):
             raise RticError(f"fast head {path} was built for other sectors: rebuild it with `rtic fastpath build --force`")
         if margin is None:
@@ -550,15 +535,15 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
         raise RticError("--store needs --register (the firms to sample)")
     if model_uri is None and register is None and not registry.has_champion(settings):
         return build_static_model(settings, force=force), None, None
-    ref = registry.resolve(model_uri, settings)  # a missing model is reported before any long work
+    model = registry.open_model(model_uri, settings)  # a missing or damaged model is reported before any long work
     texts, corpus, sampled = None, "", None
     if register is not None:
         texts = sampled = sample_register(register, sample, source)
         corpus = f"random sample of {len(texts):,} firms from {Path(register).name}"
         # The model's training texts too: more texts give better token averages and map (measured on held-out
         # website text: scripts/bench_batch.py); sigma and the z table still come from the sample alone.
-        extra = teacher_texts(ref, settings)
+        extra = teacher_texts(model)
         texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
     table = build_static_model(settings, force=force)
-    head, path = ensure_head(ref, registry.load(ref, settings), settings, texts, corpus, force=force, measure_on=sampled)
+    head, path = ensure_head(model, settings, texts, corpus, force=force, measure_on=sampled)
     return table, head, path

@@ -16,19 +16,19 @@ import logging
 import os
 import shutil
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 
 from rtic.mlops import registry
-from rtic.contracts import (DUPLICATE_ID, EMPTY_ID, EMPTY_TEXT_DETAIL, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS, REASONS,
-                            taxonomy_mismatch)
+from rtic.contracts import (BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EMPTY_TEXT_DETAIL, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS,
+                            REASONS)
 from rtic.score.batch import ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.contracts import assigned_column, probability_column
-from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, register_columns
+from rtic.register import COMPANIES_HOUSE_COLUMNS, CH_SIC_COLUMNS, Register
 from rtic.score.spark_register import read_csv_records
-from rtic.tables import PARQUET_SUFFIXES
-from rtic.taxonomy import load_taxonomy
+from rtic.tables import check_writable, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,28 @@ def spark_session(master: str | None = None, app: str = "rtic-classify"):
     return spark
 
 
-def read_register_spark(spark, path: Path, columns: list[str]):
+def read_register_spark(spark, register: Register):
     """The register as a Spark DataFrame of strings, mapped to the contract, with `line` (CSV: the physical
     line where the row starts; Parquet: the 1-based row number) and `_reason`/`_detail` set for rows the
     reader rejects (malformed, bad encoding), exactly as the local reader numbers and rejects them."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType, StringType
 
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        df = spark.read.parquet(str(path))
+    if register.format == "parquet":
+        df = spark.read.parquet(str(register.path))
+        # Text the local reader decodes from bytes is checked the same way: a row not valid UTF-8 is rejected.
+        texts = [f.name for f in df.schema.fields if isinstance(f.dataType, (StringType, BinaryType))]
+        valid = [F.coalesce(F.is_valid_utf8(F.col(f"`{c}`")), F.lit(True)) for c in texts]
+        bad = ~reduce(lambda a, b: a & b, valid) if valid else F.lit(False)
+        id_col = next((c for c in df.columns if c == "firm_id" or c.strip() == "CompanyNumber"), None)
+        bad_id = F.when(F.coalesce(F.is_valid_utf8(F.col(f"`{id_col}`")), F.lit(True)), strip(F.coalesce(F.col(f"`{id_col}`").cast("string"), F.lit(""))))
         df = df.select([F.coalesce(F.col(f"`{c}`").cast("string"), F.lit("")).alias(c) for c in df.columns]
-                       + [(F.col("_metadata.row_index") + 1).alias("line")])
-        df = df.withColumn("_reason", F.lit(None).cast("string")).withColumn("_detail", F.lit(None).cast("string")).withColumn("_bad_id", F.lit(None).cast("string"))
+                       + [(F.col("_metadata.row_index") + 1).alias("line"), bad.alias("_bad"),
+                          (F.coalesce(bad_id, F.lit("")) if id_col else F.lit("")).alias("_bad_id")])
+        df = (df.withColumn("_reason", F.when(F.col("_bad"), F.lit(BAD_ENCODING)))
+              .withColumn("_detail", F.when(F.col("_bad"), F.lit(REASONS[BAD_ENCODING]))).drop("_bad"))
     else:
-        import csv
-
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            header = next(csv.reader(fh))
-        df = read_csv_records(spark, str(path), header)
+        df = read_csv_records(spark, str(register.path), register.header)
     internal = {"line", "_reason", "_detail", "_bad_id"}
     df = df.select([F.col(f"`{c}`").alias(c if c in internal else c.strip()) for c in df.columns])
     if "CompanyNumber" in df.columns:
@@ -159,21 +164,17 @@ def classify_spark(
     out_path = Path(out_path)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise RticError(f"--out must be a .parquet file, got {out_path}")
+    check_writable(out_path)  # before the register is read or the model loaded
     register_path = Path(register_path)
-    columns = register_columns(register_path)
-    if "text" not in columns:
-        raise RticError(f"register {register_path} has no column 'text' (columns: {', '.join(columns[:12])})")
-    ref = registry.resolve(model_uri, settings)
-    model = registry.load(ref, settings)  # on the driver: metadata, and a clear error before Spark starts
-    model_taxonomy = registry.model_taxonomy_version(model) or ref.taxonomy_version
-    sector_ids = list((model.metadata.metadata or {}).get("sector_ids") or [])
-    if taxonomy_path is not None and load_taxonomy(taxonomy_path).version != model_taxonomy:
-        raise RticError(taxonomy_mismatch(f"model {ref.name} version {ref.version}", model_taxonomy, load_taxonomy(taxonomy_path).version, str(taxonomy_path)))
+    register = Register.open(register_path)
+    require_columns(register.columns, ["text"], register_path, "register")
+    model = registry.open_model(model_uri, settings, taxonomy_path)  # on the driver: verified, and a clear error before Spark starts
+    ref, model_taxonomy, sector_ids = model.ref, model.taxonomy_version, model.sector_ids
     spark = spark or spark_session(master)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     log.info(f"classifying {register_path.name} on Spark ({spark.sparkContext.master}) with {ref.name} v{ref.version}")
 
-    df = read_register_spark(spark, register_path, columns)
+    df = read_register_spark(spark, register)
     # First row wins among well-formed rows with an id, as in the local reader.
     first = Window.partitionBy("firm_id", F.col("_reason").isNull()).orderBy("line")
     df = df.withColumn("_nth", F.when(F.col("_reason").isNull() & (F.col("firm_id") != ""), F.row_number().over(first)))
@@ -193,7 +194,7 @@ def classify_spark(
     df = df.withColumn("reason", reason).withColumn("detail", detail).select("firm_id", "line", "text", "reason", "detail").cache()
 
     udf = mlflow.pyfunc.spark_udf(
-        spark, ref.uri, env_manager="local", params={"taxonomy_version": model_taxonomy},
+        spark, str(model.path), env_manager="local", params={"taxonomy_version": model_taxonomy},  # the folder whose digest was just checked
         model_config=registry.load_config(settings),
         result_type=", ".join(f"`{probability_column(s)}` double, `{assigned_column(s)}` boolean" for s in sector_ids),
     )

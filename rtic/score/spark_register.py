@@ -11,42 +11,16 @@ cheap passes rebuild the records:
    with their line numbers; the few records that run across a split boundary are joined by a small
    group-by.
 
-Each record is then parsed by Python's csv module and checked by `rtic.register.check_record`, the same
-code as the local engine, so reasons, details and line numbers are the local engine's. Nothing is read
-by the driver but the header (already checked by `register_columns`).
+Each record is then parsed and checked by `rtic.register.parse_record`, the same code as the local engine
+(a record whose quoting is broken is read line by line there too), so reasons, details and line numbers
+are the local engine's. Nothing is read by the driver but the header (already checked by `Register.open`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import sys
 from typing import Iterable, Iterator
 
-from rtic.register import check_record, id_column
-
-QUOTE, COMMA = ord('"'), ord(",")
-
-
-def quote_state_after(line: bytes, inside: bool) -> bool:
-    """Whether a physical line ends inside a quoted field, given whether it starts inside one.
-
-    Follows Python csv's excel dialect: a quote opens a quoted field only at the start of a field, `""`
-    inside one is a literal quote, and a stray quote in an unquoted field is literal. Works on bytes:
-    UTF-8 (and any bad byte) never contains the bytes of `"` or `,`.
-    """
-    i = line.find(b'"')
-    while i != -1:
-        if inside:
-            if i + 1 < len(line) and line[i + 1] == QUOTE:  # "" inside a quoted field
-                i = line.find(b'"', i + 2)
-                continue
-            inside = False
-        elif i == 0 or line[i - 1] == COMMA:  # outside quotes, a comma before is a delimiter: field start
-            inside = True
-        i = line.find(b'"', i + 1)
-    return inside
-
+from rtic.register import BOM, parse_record, quote_state_after  # noqa: F401 - parse_record: the records' parser, shared
 
 def summarize_block(lines: Iterable[bytes]) -> dict:
     """Pass 1 for one split: line count, and for each starting state the end state and last record start."""
@@ -98,17 +72,6 @@ def block_records(lines: Iterable[bytes], first_line: int, inside: bool, open_st
         yield start, seq, b"\n".join(pieces), partial or inside
 
 
-def parse_record(line: int, data: bytes, header: list[str]) -> Iterator[tuple[int, list[str] | None, dict | None]]:
-    """(line, fields, None) for a good row, (line, None, exception row) for a malformed one; blank: nothing."""
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    text = data.decode("utf-8", errors="surrogateescape")
-    for row in csv.reader(io.StringIO(text, newline="")):
-        if not row:
-            continue
-        problem = check_record(row, len(header), id_column(header), line)
-        yield (line, None, problem) if problem else (line, row, None)
-
-
 # -- Spark --------------------------------------------------------------------------------------------
 def read_csv_records(spark, path: str, header: list[str]):
     """The CSV's data rows as a Spark DataFrame: the header's columns (strings), `line`, and `_reason`/
@@ -129,6 +92,8 @@ def read_csv_records(spark, path: str, header: list[str]):
                 if block != current and buffer:
                     yield current, buffer
                     buffer = []
+                if block == 0 and not buffer and current is None and value.startswith(BOM):
+                    value = value[len(BOM):]  # the file's first line: a byte-order mark is not data
                 current = block
                 buffer.append(value)
         if buffer:
