@@ -133,7 +133,7 @@ def test_companies_house_file_with_a_websites_file(trained, settings, tmp_path):
     pd.DataFrame({"CompanyNumber": ["1234567", "SC012345", "09999999"],
                   "website": ["acme.example", "beta.example", "nobody.example"]}).to_csv(websites, index=False)
     out = tmp_path / "labels.parquet"
-    result = classify_register(ch, out, settings, websites=websites, progress=lambda *_: None)
+    result = classify_register(ch, out, settings, websites=websites)
     exceptions = pd.read_csv(result.exceptions_path, dtype=str).set_index("firm_id")
     assert exceptions["reason"].to_dict() == {"SC012345": "no_text", "07654321": "no_website"}
     report = pd.read_csv(tmp_path / "labels.unmatched-websites.csv", dtype=str)

@@ -389,7 +389,8 @@ def test_train_if_missing_replaces_a_champion_of_another_taxonomy(tmp_path, mini
     now = run_cli("train", "--if-missing", "--labels", str(mini_labels), "--cv", "0", home=home, env=shared_cache)
     assert now.returncode == 0, now.stderr
     assert "trained on taxonomy 1999.1" in now.stdout and "set as champion" in now.stdout
-    client = MlflowClient(tracking_uri=Settings(home=home).resolved_tracking_uri)
+    uri = Settings(home=home).resolved_tracking_uri  # the registry too: an earlier test's mlflow.set_registry_uri would win
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("rtic-sector-classifier", "champion")
     assert str(champion.version) == "2" and champion.tags["taxonomy_version"] == load_taxonomy().version
     assert champion.tags["promotion_forced"] == "true"
