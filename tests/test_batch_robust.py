@@ -6,7 +6,8 @@ import logging
 import pandas as pd
 import pytest
 
-from rtic.score.batch import classify_register, parts_dir_for
+from rtic.score.batch import classify_register
+from rtic.score.runstate import parts_dir_for
 from rtic.config import DEFAULT_SEED_LABELS
 from rtic.register import SeenIds
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from rtic.score.batch import exceptions_path_for
+from rtic.score.runstate import exceptions_path_for
 
 TEXTS = ["We build battery storage for the grid.", "A bakery selling sourdough bread in Leeds.",
          "Machine learning software for insurers.", "Satellite imaging for farmers."]

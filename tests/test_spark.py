@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtic.score.batch import classify_register, exceptions_path_for
+from rtic.score.batch import classify_register
+from rtic.score.runstate import exceptions_path_for
 from conftest import run_cli
 
 SPARK_ENV = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_SUBMIT_ARGS": "--conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=4 pyspark-shell"}

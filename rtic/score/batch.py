@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,18 +24,20 @@ import pandas as pd
 
 from rtic.mlops import registry
 from rtic.config import Settings
-from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, LABEL_COLUMNS, OUTPUT_COLUMNS, assigned_column, probability_column,
+from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, OUTPUT_COLUMNS, assigned_column, probability_column,
                             sibling_path)
 from rtic.embed.encoder import text_sha256
 from rtic.errors import RticError
 from rtic.progress import rate_eta
 from rtic.register import Register
-from rtic.tables import atomic_path, check_writable, require_columns, select_in, write_atomically
+from rtic.tables import atomic_path, check_writable, require_columns, write_atomically
+from rtic.score.previous import Previous
+from rtic.score.runstate import (add_counts, empty_labels, merge_parts, parts_dir_for, prepare_parts,
+                                 run_identity)
 from rtic.text import RegisterText, TextSource
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = 2  # 2: parts hold carried rows in input order; seen ids and --since index in SQLite
 
 
 @dataclass
@@ -56,14 +57,6 @@ class ClassifyResult:
     resumed_chunks: int = 0
     websites: str = ""  # --websites: how many were attached, and where the unused rows are listed
     websites_report: Path | None = None
-
-
-def exceptions_path_for(out: Path) -> Path:
-    return sibling_path(out, ".exceptions.csv")
-
-
-def parts_dir_for(out: Path) -> Path:
-    return sibling_path(out, ".parts")
 
 
 # -- scoring ----------------------------------------------------------------------------------------
@@ -106,124 +99,11 @@ def predict_guarded(predict: Callable[[pd.DataFrame], pd.DataFrame], frame: pd.D
         return preds, pd.DataFrame(errors, columns=EXCEPTION_COLUMNS)
 
 
-class Previous:
-    """A previous labels Parquet for --since, indexed in SQLite on disk (memory stays flat at 5M firms).
-
-    The index maps firm_id → (text hash | model version, the row groups holding the firm's rows), so each
-    chunk looks up its own firms and copies the unchanged firms' rows from just those row groups.
-    """
-
-    def __init__(self, path: Path, index_path: Path):
-        import pyarrow.parquet as pq
-        import sqlite3
-
-        self.path, self.file = path, pq.ParquetFile(path)
-        self.db = sqlite3.connect(str(index_path))
-        self._cache: dict[int, pd.DataFrame] = {}
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'built'").fetchone():  # built once; a resume reuses it
-            self._build()
-
-    @staticmethod
-    def check(path: str | Path) -> Path:
-        """A clear one-line error before any work when PREVIOUS is missing or not a firm-labels Parquet."""
-        import pyarrow.parquet as pq
-
-        path = Path(path)
-        if not path.is_file():
-            raise RticError(f"--since output not found: {path}")
-        try:
-            names = set(pq.ParquetFile(path).schema_arrow.names)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            raise RticError(f"--since {path} is not a firm-labels Parquet: {str(exc).splitlines()[0]}") from None
-        missing = [c for c in LABEL_COLUMNS if c not in names]
-        if missing:
-            raise RticError(f"--since {path} is not a firm-labels Parquet: no column {', '.join(missing)}")
-        return path
-
-    def _build(self) -> None:
-        with self.db:
-            self.db.execute("DROP TABLE IF EXISTS prev")
-            self.db.execute("CREATE TABLE prev (firm_id TEXT PRIMARY KEY, key TEXT, rg_first INTEGER, rg_last INTEGER) WITHOUT ROWID")
-            for rg in range(self.file.num_row_groups):
-                part = self.file.read_row_group(rg, columns=["firm_id", "text_sha256", "model_version"]).to_pandas().drop_duplicates("firm_id")
-                keys = part["text_sha256"].astype(str) + "|" + part["model_version"].astype(str)
-                self.db.executemany("INSERT INTO prev VALUES (?, ?, ?, ?) ON CONFLICT(firm_id) DO UPDATE SET rg_last = excluded.rg_last",
-                                    zip(part["firm_id"].astype(str), keys, [rg] * len(part), [rg] * len(part)))
-            self.db.execute("CREATE TABLE built (at TEXT)")
-
-    def _lookup(self, ids: list[str]) -> dict[str, tuple[str, int, int]]:
-        return {fid: (key, first, last) for fid, key, first, last in select_in(self.db, "SELECT * FROM prev WHERE firm_id IN ({})", ids)}
-
-    def carried(self, texts: pd.DataFrame, model_version: str) -> tuple[pd.Series, pd.DataFrame]:
-        """Which firms' text hash and model version are unchanged, and those firms' previous rows."""
-        found = self._lookup(texts["firm_id"].tolist())
-        now = texts["text"].map(text_sha256) + "|" + model_version
-        before = [found.get(fid, ("",))[0] for fid in texts["firm_id"]]
-        same = pd.Series(now.to_numpy() == before, index=texts.index)
-        return same, self._rows(texts.loc[same, "firm_id"].tolist(), found)
-
-    def _rows(self, ids: list[str], found: dict[str, tuple[str, int, int]]) -> pd.DataFrame:
-        """The previous output's rows for these firms (OUTPUT_COLUMNS), read from their row groups only."""
-        groups = sorted({rg for fid in ids for rg in range(found[fid][1], found[fid][2] + 1)})
-        frames = []
-        for rg in groups:
-            if rg not in self._cache:
-                if len(self._cache) >= 2:  # consecutive chunks mostly read the same row group or the next
-                    self._cache.pop(next(iter(self._cache)))
-                table = self.file.read_row_group(rg)
-                frame = table.to_pandas()
-                if "scored_by" not in frame.columns:
-                    frame["scored_by"] = "transformer"
-                self._cache[rg] = frame[OUTPUT_COLUMNS]
-            frame = self._cache[rg]
-            frames.append(frame[frame["firm_id"].isin(ids)])
-        if not frames:
-            return empty_labels()
-        return pd.concat(frames, ignore_index=True).drop_duplicates(["firm_id", "sector_id"])
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def empty_labels() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS}).astype({"probability": float, "assigned": bool})
-
-
 def in_input_order(labels: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Labels in register order (each firm's sectors by id), whatever order they were scored or carried in."""
     line = labels["firm_id"].map(pd.Series(rows["line"].to_numpy(), index=rows["firm_id"].to_numpy()))
     order = pd.DataFrame({"line": line.to_numpy(), "sector_id": labels["sector_id"].to_numpy()}).sort_values(["line", "sector_id"], kind="stable").index
     return labels.iloc[order].reset_index(drop=True)
-
-
-# -- the run ------------------------------------------------------------------------------------------
-def _run_identity(register_path: Path, ref: registry.ModelRef, chunk_rows: int, engine_key: dict, since: Path | None, source: TextSource) -> dict:
-    stat = register_path.stat()
-    return {
-        "format": RUN_FORMAT, "register": str(register_path.resolve()), "register_size": stat.st_size, "register_mtime_ns": stat.st_mtime_ns,
-        "model_uri": ref.uri, "model_version": ref.version, "chunk_rows": chunk_rows, "scorer": engine_key,
-        "since": str(since.resolve()) if since else None, "text_source": source.describe(),
-        "since_size_mtime": [since.stat().st_size, since.stat().st_mtime_ns] if since else None,  # its index in OUT.parts is built once
-    }
-
-
-def _prepare_parts(parts: Path, identity: dict, restart: bool) -> tuple[dict, bool]:
-    """Start or resume a run in `parts`; a run with other arguments is refused unless restart."""
-    run_file = parts / "run.json"
-    finished = (parts / "manifest.json").exists()  # a finished run is simply replaced by a new one
-    if run_file.exists() and not restart and not finished:
-        state = json.loads(run_file.read_text())
-        if state["identity"] == identity:
-            return state, True
-        changed = sorted(k for k in identity if state["identity"].get(k) != identity[k])
-        raise RticError(f"{parts} holds an unfinished run with different {', '.join(changed)}: re-run with the same arguments to resume, or add --restart")
-    if parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True)
-    state = {"identity": identity, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with atomic_path(run_file) as tmp:
-        tmp.write_text(json.dumps(state, indent=2))
-    return state, False
 
 
 def classify_register(
@@ -283,11 +163,11 @@ def classify_register(
 
     chunk_rows = int(chunk_rows or batch_size)
     parts = parts_dir_for(out_path)
-    identity = _run_identity(register_path, ref, chunk_rows, scorer_key, Path(since) if since else None, source)
+    identity = run_identity(register_path, ref, chunk_rows, scorer_key, Path(since) if since else None, source)
     if sites_file is not None:
         stat = sites_file.path.stat()
         identity["websites"] = [str(sites_file.path.resolve()), stat.st_size, stat.st_mtime_ns]
-    state, resumed = _prepare_parts(parts, identity, restart)
+    state, resumed = prepare_parts(parts, identity, restart)
     previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
     total, exact = register.estimated_rows
@@ -307,7 +187,7 @@ def classify_register(
         else:
             done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
             fresh_records += chunk.records
-        _add_counts(counts, done)
+        add_counts(counts, done)
         left = max(total - counts["records"], 0)
         log.info(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
                  f"{rate_eta(fresh_records, time.monotonic() - started, left, 'firms')}"
@@ -315,7 +195,7 @@ def classify_register(
 
     if previous is not None:
         previous.close()
-    labels_path, exceptions_path = _merge(parts, out_path)
+    labels_path, exceptions_path = merge_parts(parts, out_path)
     n_classified = counts["classified"] + counts["carried"]
     if counts["records"] != n_classified + counts["exceptions"]:  # the run's own reconciliation
         raise RuntimeError(f"counts do not reconcile: {counts}")
@@ -339,15 +219,6 @@ def classify_register(
                           manifest_path=manifest_path, resumed_chunks=resumed_chunks,
                           fast_margin=scorer_key.get("margin") if fast else None,
                           websites=sites_file.summary(websites_report) if sites_file else "", websites_report=websites_report)
-
-
-def _add_counts(counts: dict, done: dict) -> None:
-    for key in ("records", "classified", "carried", "escalated", "exceptions"):
-        counts[key] += done[key]
-    for key, value in done["reasons"].items():
-        counts["reasons"][key] = counts["reasons"].get(key, 0) + value
-    for key, value in done["assigned"].items():
-        counts["assigned"][key] = counts["assigned"].get(key, 0) + value
 
 
 def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previous | None, ref, model_taxonomy: str, sector_ids: list[str], when: str, fast: bool) -> dict:
@@ -383,47 +254,3 @@ def _run_chunk(chunk, parts: Path, source: TextSource, scorer, previous: Previou
     with atomic_path(stem.with_suffix(".json")) as tmp:  # the commit mark: written last
         tmp.write_text(json.dumps(done))
     return done
-
-
-def _merge(parts: Path, out_path: Path) -> tuple[Path, Path]:
-    """Concatenate the chunk parts, in chunk order, into OUT and its exceptions CSV (one part in memory at a time)."""
-    return (merge_parquet(sorted(parts.glob("chunk-??????.parquet")), out_path, OUTPUT_COLUMNS),
-            merge_csv(sorted(parts.glob("chunk-*.exceptions.parquet")), exceptions_path_for(out_path), EXCEPTION_COLUMNS))
-
-
-def merge_parquet(files: list[Path], out_path: Path, columns: list[str]) -> Path:
-    """Stream Parquet files (in the given order) into one Parquet at out_path, row group by row group."""
-    import pyarrow.parquet as pq
-
-    with atomic_path(out_path) as tmp:
-        writer = None
-        for part in files:
-            source = pq.ParquetFile(part)
-            for rg in range(source.num_row_groups):
-                table = source.read_row_group(rg, columns=columns)
-                if table.num_rows == 0:
-                    continue
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema))
-        if writer is None:  # nothing classified: still an (empty) table with the contract's columns
-            empty_labels()[columns].to_parquet(tmp, index=False)
-        else:
-            writer.close()
-    return out_path
-
-
-def merge_csv(files: list[Path], out_path: Path, columns: list[str]) -> Path:
-    """Stream Parquet files (in the given order) into one CSV at out_path, row group by row group."""
-    import pyarrow.parquet as pq
-
-    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        header = True
-        for part in files:
-            source = pq.ParquetFile(part)
-            for rg in range(source.num_row_groups):
-                source.read_row_group(rg).to_pandas().reindex(columns=columns).to_csv(fh, index=False, header=header)
-                header = False
-        if header:
-            pd.DataFrame(columns=columns).to_csv(fh, index=False)
-    return out_path

@@ -22,7 +22,8 @@ from pathlib import Path
 from rtic.mlops import registry
 from rtic.contracts import (BAD_ENCODING, DUPLICATE_ID, EMPTY_ID, EMPTY_TEXT_DETAIL, EXCEPTION_COLUMNS, NO_TEXT, NO_WEBSITE, OUTPUT_COLUMNS,
                             REASONS)
-from rtic.score.batch import ClassifyResult, exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
+from rtic.score.batch import ClassifyResult
+from rtic.score.runstate import exceptions_path_for, merge_csv, merge_parquet, parts_dir_for
 from rtic.config import Settings
 from rtic.errors import RticError
 from rtic.contracts import assigned_column, probability_column
