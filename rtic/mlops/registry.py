@@ -344,27 +344,20 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
     return mv
 
 
-def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:
+def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
+    """The taxonomy version the champion was trained on ('' when unrecorded); None when there is no champion."""
     from mlflow.exceptions import MlflowException
 
     if settings.registry_missing:
-        return False
+        return None
     mlflow_client = client(settings)
     try:
         with _store_errors(settings):
-            return CHAMPION_ALIAS in (mlflow_client.get_registered_model(name).aliases or {})
-    except MlflowException:
-        return False
-
-
-def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
-    """The taxonomy version the champion was trained on; None when there is no champion."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    configure(settings)
-    try:
-        mv = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
+            mv = mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         return None
     return mv.tags.get("taxonomy_version") or ""
+
+
+def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:
+    return champion_taxonomy_version(settings, name) is not None
