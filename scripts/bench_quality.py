@@ -39,7 +39,7 @@ from rtic.contracts import assigned_column, probability_column
 from rtic.crawl.crawler import analyse_page
 from rtic.embed.encoder import Encoder
 from rtic.labels import read_labels
-from rtic.model.evaluation import precision_at_share
+from rtic.model.evaluation import macro_over, precision_at_share, sector_report
 from rtic.taxonomy import load_taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,24 +76,18 @@ def scores(name: str, firms: pd.DataFrame, pages: pd.DataFrame, assigned_firms: 
     """Every figure for one method; returns the summary row and prints the per-sector table."""
     Yf, Yp = firms.attrs["Y"], pages.attrs["Y"]
     ordinary = ~Yp.any(axis=1)
-    rows = []
-    for j, s in enumerate(sector_ids):
-        y, a = Yf[:, j], assigned_firms[:, j]
-        tp = int((y & a).sum())
-        precision = tp / a.sum() if a.sum() else 0.0
-        recall = tp / y.sum() if y.sum() else float("nan")
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        fpr = float(assigned_pages[ordinary, j].mean())
-        rows.append({"sector_id": s, "gold": int(y.sum()), "precision": precision, "recall": recall, "f1": f1,
-                     "ordinary_fp": fpr, "register_precision": precision_at_share(recall, fpr, shares.get(s)) if y.sum() else float("nan")})
-    table = pd.DataFrame(rows).set_index("sector_id")
+    # P/R/F1 and micro from the project's own report; the false-positive rate is measured on ordinary pages instead.
+    report = sector_report(Yf, assigned_firms, None, sector_ids).set_index("sector_id")
+    table = report.loc[sector_ids, ["support", "precision", "recall", "f1"]].rename(columns={"support": "gold"})
+    table["ordinary_fp"] = assigned_pages[ordinary].mean(axis=0)
+    table["register_precision"] = [precision_at_share(r.recall, r.ordinary_fp, shares.get(s)) if r.gold else float("nan")
+                                   for s, r in table.iterrows()]
     scored = table[table["gold"] >= MIN_GOLD_POSITIVES]
-    tp = int((Yf & assigned_firms).sum())
-    micro = 2 * tp / (assigned_firms.sum() + Yf.sum())
+    micro = report.loc["micro", "f1"]
     sector_pages = ~ordinary
     summary = {
         "method": name,
-        f"macro_f1 (>= {MIN_GOLD_POSITIVES})": scored["f1"].mean(),
+        f"macro_f1 (>= {MIN_GOLD_POSITIVES})": macro_over(report.reset_index(), MIN_GOLD_POSITIVES),
         "micro_f1": micro,
         "none_firms_labelled": f"{int(assigned_firms[~Yf.any(axis=1)].any(axis=1).sum())}/{int((~Yf.any(axis=1)).sum())}",
         "ordinary_pages_labelled": float(assigned_pages[ordinary].any(axis=1).mean()),
