@@ -26,8 +26,10 @@ SEED = 0
 CV_FOLDS = 5
 # classify
 CHUNK_ROWS = 2048  # register rows per chunk
-FAST_AGREEMENT = 0.97  # fast path: share of (firm, sector) decisions that agree with the transformer
+FAST_AGREEMENT = 0.97  # fast path: share of firms whose whole label set equals the transformer's
 FASTPATH_SAMPLE = 2000  # register firms embedded with the transformer to fit the fast head
+ENCODER_ENGINES = ("torch", "onnx-int8")  # torch: fp32 or bf16 (use_bf16); onnx-int8: rtic.embed.int8, made here from the same weights
+ENCODER_ENGINE = "torch"  # onnx-int8 changes some labels, so it is opt-in (README)
 # models promote / ui / label suggest
 PROMOTE_TOLERANCE = 0.01  # allowed drop in macro F1
 UI_PORT = 5000
@@ -107,6 +109,11 @@ class Settings:
         if self.tracking_uri:
             return f"{self.tracking_uri} (MLFLOW_TRACKING_URI)"
         return f"{self.resolved_tracking_uri} (RTIC_HOME={self.home}; set RTIC_HOME or MLFLOW_TRACKING_URI to use another)"
+
+    @property
+    def int8_dir(self) -> Path:
+        """Where the int8 ONNX copy of the encoder is built (rtic.embed.int8)."""
+        return self.home / "onnx"
 
     @property
     def artifact_root(self) -> Path:

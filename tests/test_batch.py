@@ -169,11 +169,11 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25)
     transformer = pd.read_parquet(exact.labels_path)
 
-    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_risk=0.0)
     assert everyone.n_escalated == 60
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(everyone.labels_path)), comparable(transformer))
 
-    nobody = classify_register(register, tmp_path / "none.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.0)
+    nobody = classify_register(register, tmp_path / "none.parquet", settings, chunk_rows=25, fast=True, fast_risk=1.0)
     static = pd.read_parquet(nobody.labels_path)
     assert nobody.n_escalated == 0 and set(static["scored_by"]) == {"static"}
     assert static["probability"].between(0, 1).all()
@@ -181,7 +181,7 @@ def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     agreement = (comparable(static)["assigned"] == comparable(transformer)["assigned"]).mean()
     assert agreement > 0.85
 
-    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=0.05)
+    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_risk=0.2)
     mixed = comparable(pd.read_parquet(some.labels_path))
     rescored = mixed["scored_by"] == "transformer"
     assert some.n_escalated == mixed.loc[rescored, "firm_id"].nunique() <= 60

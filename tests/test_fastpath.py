@@ -12,7 +12,8 @@ from rtic.mlops import registry
 from rtic.score.batch import classify_register
 from rtic.config import DEFAULT_SEED_LABELS
 from rtic.errors import RticError
-from rtic.score.fastpath import FastScorer, build_fast_path, calibrated_logits, head_path, sample_register, StaticEncoder, static_model_path
+from rtic.score.fastpath import (NOBODY, FastHead, FastScorer, build_fast_path, calibrated_logits, change_risk, escalation_table, head_path,
+                                 label_agreement, rescore_mask, sample_register, StaticEncoder, static_model_path, wilson_low)
 from conftest import run_cli
 
 SEED = pd.read_csv(DEFAULT_SEED_LABELS, dtype=str, keep_default_na=False)
@@ -47,8 +48,8 @@ def test_sample_register_is_uniform_deterministic_and_skips_firms_without_text(t
 def test_build_reports_the_head_and_its_validation_table(distilled, settings):
     out = distilled.stdout
     assert "(random sample of 160 firms from distil.csv, and the model's" in out
-    assert "residual sigma" in out and "z 2.00:" in out and "`rtic classify --fast` will re-score within z" in out
-    # sigma and the z table describe the register's sample, not the training texts also used to fit the map
+    assert "residual sigma" in out and "of firms identical (95% lower bound" in out and "`rtic classify --fast` will re-score firms with risk >=" in out
+    # sigma and the risk table describe the register's sample, not the training texts also used to fit the map
     assert "residuals measured on the 160 sampled texts only" in out
     assert list(settings.home.joinpath("static").glob("head-*.joblib"))
 
@@ -77,14 +78,17 @@ def test_rescored_firms_get_exactly_the_transformer_labels(distilled, settings, 
     register = write_register(tmp_path / "r.csv", SEED["text"].iloc[700:740].tolist())
     exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25)
     transformer = pd.read_parquet(exact.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
-    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_margin=100.0)
+    everyone = classify_register(register, tmp_path / "all.parquet", settings, chunk_rows=25, fast=True, fast_risk=0.0)
     assert everyone.n_escalated == 40
     fast = pd.read_parquet(everyone.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(fast, transformer)
-    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_margin=1.0)
+    scorer = FastScorer.for_model(registry.open_model(None, settings), settings, transformer=None)
+    risk = change_risk(scorer.logits(SEED["text"].iloc[700:740].tolist()), scorer.cut, scorer.head.sigma)
+    some = classify_register(register, tmp_path / "some.parquet", settings, chunk_rows=25, fast=True, fast_risk=float(np.median(risk)))
     mixed = pd.read_parquet(some.labels_path).drop(columns="classified_at").sort_values(["firm_id", "sector_id"]).reset_index(drop=True)
     rescored = mixed["scored_by"] == "transformer"
     assert 0 < some.n_escalated == mixed.loc[rescored, "firm_id"].nunique() < 40
+    assert mixed.groupby("firm_id")["scored_by"].nunique().max() == 1  # whole firms are re-scored, never single decisions
     pd.testing.assert_frame_equal(mixed[rescored].drop(columns="scored_by"), transformer[rescored].drop(columns="scored_by"))
 
 
@@ -100,14 +104,14 @@ def test_the_head_is_built_once_and_reused(distilled, settings, monkeypatch):
     assert scorer.identity()["head_digest"] == scorer.head.digest
 
 
-def test_margin_out_of_range_is_one_line_exit_2(distilled, settings, tmp_path):
+def test_risk_out_of_range_is_one_line_exit_2(distilled, settings, tmp_path):
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
-    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-margin=-1", home=settings.home)
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-risk=-1", home=settings.home)
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "--fast-margin" in res.stderr and "Traceback" not in res.stderr
-    for margin in (float("nan"), 101.0):
-        with pytest.raises(RticError, match="--fast-margin is in residual standard deviations"):
-            classify_register(register, tmp_path / "o.parquet", settings, fast=True, fast_margin=margin)
+    assert res.stderr.strip().count("\n") == 0 and "--fast-risk" in res.stderr and "Traceback" not in res.stderr
+    for risk in (float("nan"), 1.5):
+        with pytest.raises(RticError, match="--fast-risk is a firm's chance of any label change"):
+            classify_register(register, tmp_path / "o.parquet", settings, fast=True, fast_risk=risk)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -159,20 +163,20 @@ def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():
     np.testing.assert_allclose(means.table(leave_out=0)[2], base[2])  # token 2 was only in fold 0
 
 
-def test_default_margin_is_the_smallest_z_reaching_the_agreement_target(distilled, settings, tmp_path, caplog):
+def test_default_risk_is_the_fewest_rescored_whose_firm_agreement_bound_reaches_the_target(distilled, settings, tmp_path, caplog):
     model = registry.open_model(None, settings)
     caplog.set_level(logging.INFO, logger="rtic.score.fastpath")
     scorer = FastScorer.for_model(model, settings, transformer=None)
     lines = [r.getMessage() for r in caplog.records if r.name == "rtic.score.fastpath"]
     table = scorer.head.validation
-    reaching = [row["z"] for row in table if row["cell_agreement"] >= 0.97]
-    assert scorer.margin == (reaching[0] if reaching else 100.0)
-    assert any("for 97.0% agreement" in line for line in lines)
+    reaching = [row["risk"] for row in table if row["firm_agreement_low"] >= 0.97 or row["rescored"] >= 1]
+    assert scorer.risk == reaching[0]
+    assert any("for 97.0% of firms identical to the transformer" in line for line in lines)
     strict = FastScorer.for_model(model, settings, transformer=None, agreement=0.999)
-    assert strict.margin >= scorer.margin
-    assert [row["z"] for row in table] == sorted(row["z"] for row in table)
+    assert strict.risk <= scorer.risk
+    assert [row["rescored"] for row in table] == sorted(row["rescored"] for row in table) and table[-1]["rescored"] == 1.0
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
-    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "0.98", "--fast-margin", "1", home=settings.home)
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "0.98", "--fast-risk", "0.1", home=settings.home)
     assert res.returncode == 2 and "not both" in res.stderr and res.stderr.strip().count("\n") == 0
     res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "1.5", home=settings.home)
     assert res.returncode == 2 and "--fast-agreement is a share" in res.stderr
@@ -186,3 +190,61 @@ def test_a_register_without_the_text_column_is_one_line_for_classify_and_build(t
         assert res.returncode == 2, res.stderr
         assert f"register {register} has no column 'text' (columns: firm_id, name)" in res.stderr
         assert res.stderr.strip().count("\n") == 0
+
+
+def test_agreement_per_firm_needs_the_whole_label_set():
+    truth = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=bool)
+    other = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=bool)
+    cells, firms = label_agreement(truth, other)
+    assert cells == 9 / 12  # three wrong decisions of twelve
+    assert firms == 2 / 4  # but two firms of four differ: one wrong decision is a wrong firm
+
+
+def test_risk_is_of_any_label_change_so_several_near_decisions_add_up():
+    cut, sigma = np.zeros(3), np.ones(3)
+    one_near = np.array([[0.5, 5.0, -5.0]])
+    two_near = np.array([[0.5, 0.5, -5.0]])
+    r1, r2 = change_risk(one_near, cut, sigma)[0], change_risk(two_near, cut, sigma)[0]
+    from scipy.stats import norm
+
+    assert r1 == pytest.approx(norm.cdf(-0.5), abs=1e-5)  # the far decisions add almost nothing
+    assert r2 == pytest.approx(1 - (1 - norm.cdf(-0.5)) ** 2, abs=1e-5)
+    # A per-decision margin sees both firms alike (nearest decision 0.5 sigma away); per firm, two near decisions are riskier.
+    assert r2 > r1
+    risk = np.array([0.0, 0.2, 0.5, 0.9])
+    assert rescore_mask(risk, 0.0).all() and not rescore_mask(risk, NOBODY).any()
+    assert rescore_mask(risk, 0.5).tolist() == [False, False, True, True]
+
+
+def test_escalation_table_rescores_whole_firms_and_measures_them_per_firm():
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2, size=(400, 4))
+    fast = true + rng.normal(0, 0.5, size=true.shape)
+    cut, sigma = np.zeros(4), np.full(4, 0.5)
+    table = escalation_table(true, fast, sigma, cut)
+    assert table[0]["risk"] == NOBODY and table[0]["rescored"] == 0.0 and table[-1]["rescored"] == 1.0
+    assert table[-1]["firm_agreement"] == table[-1]["cell_agreement"] == 1.0  # everyone re-scored: the transformer's labels
+    # each row re-scores the firms at or above its risk, and its per-firm share is that of whole label sets
+    risk = change_risk(fast, cut, sigma)
+    for row in table:
+        near = rescore_mask(risk, row["risk"])
+        final = np.where(near[:, None], true >= cut, fast >= cut)
+        assert row["rescored"] == near.mean()
+        assert row["firm_agreement"] == ((final == (true >= cut)).all(axis=1)).mean()
+        assert row["firm_agreement_low"] <= row["firm_agreement"]
+    firms = [row["firm_agreement"] for row in table]
+    assert firms[0] < 0.9 < firms[-1]  # static alone is far from identical per firm; risk ordering recovers it
+    # Ordering by risk beats re-scoring at random (which would leave (1 - rescored) of the differing firms).
+    row = next(r for r in table if r["rescored"] >= 0.2)
+    assert 1 - row["firm_agreement"] < 0.75 * (1 - firms[0]) * (1 - row["rescored"])
+
+
+def test_risk_for_picks_the_fewest_rescored_whose_lower_bound_reaches_the_target():
+    rows = [{"risk": NOBODY, "rescored": 0.0, "cell_agreement": 0.97, "firm_agreement": 0.80, "firm_agreement_low": 0.78},
+            {"risk": 0.3, "rescored": 0.1, "cell_agreement": 0.99, "firm_agreement": 0.975, "firm_agreement_low": 0.965},
+            {"risk": 0.1, "rescored": 0.3, "cell_agreement": 0.999, "firm_agreement": 0.99, "firm_agreement_low": 0.982},
+            {"risk": 0.0, "rescored": 1.0, "cell_agreement": 1.0, "firm_agreement": 1.0, "firm_agreement_low": 0.99}]
+    head = FastHead("m", "1", "k", ["a"], np.zeros((2, 1)), None, np.ones(1), 1.0, "c", 10, validation=rows)
+    assert head.risk_for(0.97)["risk"] == 0.1  # the point estimate of 0.3 reaches 97%, its lower bound does not
+    assert head.risk_for(0.995)["risk"] == 0.0  # beyond the table: everyone
+    assert wilson_low(0.97, 2000) == pytest.approx(0.9616, abs=1e-3)

@@ -157,7 +157,7 @@ def test_readme_spark_submit_form(malformed, settings, rtic_home, tmp_path):
     assert_same_output(out, local, [["A3", "3", "no_website"], ["A4", "4", "no_text"], ["A1", "5", "duplicate_id"], ["", "6", "empty_id"]])
 
 
-@pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-margin", "0.2"]],
+@pytest.mark.parametrize("flags", [["--fast"], ["--since", "prev.parquet"], ["--restart"], ["--store", "crawl.sqlite"], ["--fast-risk", "0.2"], ["--encoder", "onnx-int8"]],
                          ids=lambda f: f[0])
 def test_spark_engine_refuses_local_only_options(tmp_path, capsys, flags):
     """Refused in one line before Spark or the model is touched (so in-process, no registry needed)."""

@@ -9,8 +9,9 @@ from rtic.errors import RticError
 
 
 def _local_only_flags(args) -> list[str]:
-    given = (("--fast", args.fast), ("--fast-margin", args.fast_margin is not None), ("--fast-agreement", args.fast_agreement is not None),
-             ("--since", args.since), ("--restart", args.restart), ("--store", args.store), ("--websites", args.websites))
+    given = (("--fast", args.fast), ("--fast-risk", args.fast_risk is not None), ("--fast-agreement", args.fast_agreement is not None),
+             ("--since", args.since), ("--restart", args.restart), ("--store", args.store), ("--websites", args.websites),
+             ("--encoder", args.encoder != config.ENCODER_ENGINE))
     return [flag for flag, on in given if on]
 
 
@@ -32,13 +33,14 @@ def cmd_classify(args) -> int:
 
         source = CrawlStoreText(args.store) if args.store else None
         result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
-                                   chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_margin=args.fast_margin,
-                                   fast_agreement=args.fast_agreement, source=source, websites=args.websites)
+                                   chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_risk=args.fast_risk,
+                                   fast_agreement=args.fast_agreement, source=source, websites=args.websites,
+                                   encoder=args.encoder)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
     if result.n_carried:
         print(f"  of the classified, {result.n_carried} were unchanged since {args.since} and copied from it")
-    if result.fast_margin is not None:
-        print(f"  fast path: {result.n_escalated} firms within z {result.fast_margin:g} of a threshold re-scored by the transformer")
+    if result.fast_risk is not None:
+        print(f"  fast path: {result.n_escalated} firms with a risk of any label change of at least {result.fast_risk:.3g} re-scored by the transformer")
     for reason, count in sorted(result.exceptions_by_reason.items(), key=lambda kv: -kv[1]):
         print(f"  not classified, {reason}: {count}")
     if result.websites:
@@ -76,12 +78,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in OUT's .parts/ folder instead of resuming it")
     p.add_argument("--fast", action="store_true", help="fast path: score every firm with a static-embedding head and re-score only "
                    "firms near a threshold with the transformer (builds RTIC_HOME/static/ on first use)")
-    p.add_argument("--fast-agreement", type=float, metavar="SHARE", help="fast path: re-score just enough firms near a threshold to "
-                   "agree with transformer-only labels on SHARE of (firm, sector) decisions, as estimated by cross-fitting when the head "
+    p.add_argument("--fast-agreement", type=float, metavar="SHARE", help="fast path: re-score the riskiest firms, just enough for SHARE "
+                   "of firms to get exactly the transformer-only label set, as estimated by cross-fitting (95%% lower bound) when the head "
                    f"was built on a sample of the register (`rtic fastpath build --register`, which prints the table); default {config.FAST_AGREEMENT:g}")
-    p.add_argument("--fast-margin", type=float, metavar="Z", help="fast path, instead of --fast-agreement: re-score a firm when any "
-                   "sector's fast logit is within Z residual standard deviations of its threshold (0: never; larger: closer to the "
-                   "transformer, slower)")
+    p.add_argument("--fast-risk", type=float, metavar="P", help="fast path, instead of --fast-agreement: re-score a firm when its estimated "
+                   "chance that any of its labels differs from the transformer's is at least P (0: every firm; 1: none)")
+    p.add_argument("--encoder", choices=list(config.ENCODER_ENGINES), default=config.ENCODER_ENGINE, help="what embeds the text: torch (the "
+                   "bundled model, bf16 where the CPU has it, RTIC_BF16=0 for fp32; default) or onnx-int8 (an int8 ONNX copy made here "
+                   "from the same weights by `rtic encoder build`, built on first use: faster, but it changes a few labels, see README)")
     p.add_argument("--engine", choices=["local", "spark"], default="local", help="local: stream on this machine (default); spark: "
                    "run the same registered model through mlflow.pyfunc.spark_udf")
     p.add_argument("--spark-master", help="Spark master URL for --engine spark (default: local[*], or what spark-submit set)")

@@ -20,13 +20,13 @@ def cmd_build(args) -> int:
     print(f"fast head for {head.model_uri}: {head_path}\n  distilled on {head.n_texts:,} texts ({head.corpus}); ridge lambda {head.ridge_lambda:g}")
     print("  residual sigma of each sector's calibrated logit: " + ", ".join(f"{s} {v:.2f}" for s, v in zip(head.sector_ids, head.sigma)))
     if head.validation:
-        print("  cross-fitted on that corpus: margin z -> firms re-scored by the transformer, agreement with transformer-only labels")
+        print("  cross-fitted on that corpus: risk threshold -> firms re-scored by the transformer, agreement with transformer-only labels")
         for row in head.validation:
-            print(f"    z {row['z']:4.2f}: {row['rescored']:6.1%} re-scored, {row['cell_agreement']:.2%} of (firm, sector) decisions, "
-                  f"{row['firm_agreement']:.2%} of firms identical")
-        z, expected = head.margin_for(config.FAST_AGREEMENT)
-        print(f"  `rtic classify --fast` will re-score within z {z:g} (the smallest z reaching {config.FAST_AGREEMENT:.0%}: {expected:.2%}); "
-              "--fast-agreement or --fast-margin choose otherwise")
+            print(f"    risk >= {row['risk']:.3g}: {row['rescored']:6.1%} re-scored, {row['firm_agreement']:.2%} of firms identical "
+                  f"(95% lower bound {row['firm_agreement_low']:.2%}), {row['cell_agreement']:.2%} of (firm, sector) decisions")
+        row = head.risk_for(config.FAST_AGREEMENT)
+        print(f"  `rtic classify --fast` will re-score firms with risk >= {row['risk']:.3g} ({row['rescored']:.1%} here; the fewest whose lower bound "
+              f"reaches {config.FAST_AGREEMENT:.0%} of firms identical: {row['firm_agreement']:.2%}); --fast-agreement or --fast-risk choose otherwise")
     return 0
 
 
@@ -39,8 +39,9 @@ def add_parsers(sub) -> None:
                           "distillation corpus once with the transformer: average each token's contextual vectors over it (the "
                           "out-of-context vectors are the fallback for rare tokens) and fit a ridge map from the resulting static "
                           "embedding to the transformer's, so the fast pass runs the model's own classifier with only the embedding "
-                          "approximated; measure each sector's residual by cross-fitting (printed as a table of margin z -> share "
-                          f"re-scored, agreement, with the z `classify --fast` will use for {config.FAST_AGREEMENT:.0%}). Best corpus: a random "
+                          "approximated; measure each sector's residual by cross-fitting (printed as a table of a firm's risk of any label change -> "
+                          f"share re-scored, share of firms identical to the transformer, with the threshold `classify --fast` will use for "
+                          f"{config.FAST_AGREEMENT:.0%} of firms). Best corpus: a random "
                           "sample of the register you will classify (--register); otherwise the model's training texts. The sampled firms' "
                           "transformer embeddings go to the embedding cache, so classifying them later costs nothing. "
                           "`rtic classify --fast` builds what is missing on first use.")

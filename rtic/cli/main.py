@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from rtic.cli import classify, clusters, crawl, fastpath, label, labels, models, review, taxonomy
+from rtic.cli import classify, clusters, crawl, encoder, fastpath, label, labels, models, review, taxonomy
 from rtic.cli.common import err
 from rtic.errors import RticError
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_parsers(sub)
     labels.add_parsers(sub)
     fastpath.add_parsers(sub)
+    encoder.add_parsers(sub)
     return parser
 
 

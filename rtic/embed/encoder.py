@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from rtic import config
 from rtic.errors import RticError
 from rtic.progress import rate_eta
 from rtic.tables import select_in
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 DIMENSIONS = 384
+ENGINES = config.ENCODER_ENGINES
 
 
 def text_sha256(text: str) -> str:
@@ -120,7 +122,13 @@ class Encoder:
         batch_size: int = 32,
         max_chunks: int = 8,
         model_dir: str | Path | None = None,
+        engine: str = "torch",
+        int8_dir: str | Path | None = None,
     ):
+        if engine not in ENGINES:
+            raise RticError(f"unknown encoder engine {engine!r}: use one of {', '.join(ENGINES)}")
+        self.engine = engine
+        self.int8_dir = Path(int8_dir) if int8_dir else None  # where the int8 ONNX copy lives (engine onnx-int8)
         self.use_bf16 = cpu_has_bf16() if use_bf16 is None else bool(use_bf16)
         self.batch_size = batch_size
         self.max_chunks = max_chunks
@@ -131,10 +139,28 @@ class Encoder:
 
     @property
     def model_key(self) -> str:
-        # Precision and chunking change the vectors, so they are part of the cache key.
+        # Precision, engine and chunking change the vectors, so they are part of the cache key.
+        if self.engine == "onnx-int8":
+            from rtic.embed.int8 import int8_path, read_record
+
+            return f"{MODEL_ID}|int8:{read_record(int8_path(self._int8_folder()))['sha256'][:12]}|chunks{self.max_chunks}"
         return f"{MODEL_ID}|{'bf16' if self.use_bf16 else 'fp32'}|chunks{self.max_chunks}"
 
+    def with_engine(self, engine: str, int8_dir: str | Path | None = None) -> "Encoder":
+        """The same encoder (cache, batch, chunks) run by another engine."""
+        return Encoder(self.cache.path if self.cache else None, use_bf16=self.use_bf16, batch_size=self.batch_size, max_chunks=self.max_chunks,
+                       model_dir=self.model_dir, engine=engine, int8_dir=int8_dir)
+
+    def _int8_folder(self) -> Path:
+        if self.int8_dir is None:
+            raise RticError("the onnx-int8 encoder needs a folder for its model (RTIC_HOME/onnx)")
+        return self.int8_dir
+
     def _load(self):
+        if self._model is None and self.engine == "onnx-int8":
+            from rtic.embed.int8 import Int8SentenceModel, build_int8
+
+            self._model = Int8SentenceModel(build_int8(self._int8_folder(), model_dir=self.model_dir), model_dir=self.model_dir)
         if self._model is None:
             model_dir = self.model_dir or bundled_model_dir()
             verify_weights(model_dir)
@@ -170,8 +196,6 @@ class Encoder:
         return chunks
 
     def _embed(self, texts: Sequence[str], on_tokens: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
-        import torch
-
         model = self._load()
         pieces: list[str] = []
         owner: list[int] = []
@@ -179,22 +203,33 @@ class Encoder:
             for chunk in self._chunks(text) if text.strip() else [""]:
                 pieces.append(chunk)
                 owner.append(i)
-        with torch.inference_mode():
-            if on_tokens is None:
-                vectors = model.encode(pieces, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
-                vectors = vectors.float().cpu().numpy()
-            else:  # the same forward pass, also reporting each window's token ids and contextual token vectors
-                outputs = model.encode(pieces, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
-                for i, out in zip(owner, outputs):
-                    mask = out["attention_mask"].bool()
-                    on_tokens(i, out["input_ids"][mask].cpu().numpy(), out["token_embeddings"][mask].float().cpu().numpy())
-                vectors = torch.stack([out["sentence_embedding"] for out in outputs]).float().cpu().numpy()
+        if self.engine != "torch":
+            if on_tokens is not None:
+                raise RticError("token vectors (the fast head's distillation) need the torch encoder, not --encoder onnx-int8")
+            vectors = model.encode(pieces, batch_size=self.batch_size)
+        else:
+            vectors = self._embed_torch(model, pieces, owner, on_tokens)
         weights = np.array([max(len(p.split()), 1) for p in pieces], dtype=np.float32)
         out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         np.add.at(out, owner, vectors * weights[:, None])
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         self.texts_embedded += len(texts)
         return out / np.maximum(norms, 1e-12)
+
+    def _embed_torch(self, model, pieces: list[str], owner: list[int], on_tokens) -> np.ndarray:
+        """Each window's sentence vector from the torch model (sentence-transformers batches by length)."""
+        import torch
+
+        with torch.inference_mode():
+            if on_tokens is None:
+                vectors = model.encode(pieces, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
+                return vectors.float().cpu().numpy()
+            # the same forward pass, also reporting each window's token ids and contextual token vectors
+            outputs = model.encode(pieces, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
+            for i, out in zip(owner, outputs):
+                mask = out["attention_mask"].bool()
+                on_tokens(i, out["input_ids"][mask].cpu().numpy(), out["token_embeddings"][mask].float().cpu().numpy())
+            return torch.stack([out["sentence_embedding"] for out in outputs]).float().cpu().numpy()
 
     def encode(self, texts: Sequence[str], on_tokens: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         """Embed texts, reading and filling the cache; returns float32 array (len(texts), 384).

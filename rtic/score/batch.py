@@ -26,7 +26,8 @@ from rtic.mlops import registry
 from rtic.config import Settings
 from rtic.contracts import (EXCEPTION_COLUMNS, SCORING_ERROR, OUTPUT_COLUMNS, assigned_column, probability_column,
                             sibling_path)
-from rtic.embed.encoder import text_sha256
+from rtic import config
+from rtic.embed.encoder import ENGINES, text_sha256
 from rtic.errors import RticError
 from rtic.progress import rate_eta
 from rtic.register import Register
@@ -51,7 +52,7 @@ class ClassifyResult:
     model: registry.ModelRef
     n_carried: int = 0  # unchanged since the previous output, copied from it (--since)
     n_escalated: int = 0  # fast path: firms re-scored by the transformer
-    fast_margin: float | None = None  # fast path: the margin z used (given, or chosen for the agreement target)
+    fast_risk: float | None = None  # fast path: the risk threshold used (given, or chosen for the agreement target)
     exceptions_by_reason: dict[str, int] = field(default_factory=dict)
     manifest_path: Path | None = None
     resumed_chunks: int = 0
@@ -117,19 +118,22 @@ def classify_register(
     since: str | Path | None = None,
     restart: bool = False,
     fast: bool = False,
-    fast_margin: float | None = None,
+    fast_risk: float | None = None,
     source: TextSource | None = None,
     fast_agreement: float | None = None,
     websites: str | Path | None = None,
+    encoder: str = config.ENCODER_ENGINE,
 ) -> ClassifyResult:
     """Stream `register_path` through the model into OUT (labels), OUT's .exceptions.csv and OUT.parts/.
 
     `chunk_rows` raw records per chunk (default `batch_size`); `since` a previous labels Parquet whose
     unchanged firms (same text hash and model version) are copied instead of re-scored; `fast` scores
-    with the static-embedding head first and re-scores firms within `fast_margin` z of a threshold with the
-    transformer (default: the z the head's validation table gives for `fast_agreement`, see rtic.score.fastpath);
+    with the static-embedding head first and re-scores with the transformer every firm whose risk of any label change
+    is at least `fast_risk` (default: the threshold the head's validation table gives for `fast_agreement`, a share of
+    firms whose whole label set equals the transformer's; see rtic.score.fastpath);
     `websites` a firm_id,website file joined on company number (rtic.websites): firms it gives a website are not
-    `no_website` exceptions, and its rows that meet no firm are listed in OUT's .unmatched-websites.csv.
+    `no_website` exceptions, and its rows that meet no firm are listed in OUT's .unmatched-websites.csv;
+    `encoder` the engine that embeds text for the transformer path (rtic.embed.encoder.ENGINES).
     """
     from rtic.websites import Websites
 
@@ -139,6 +143,10 @@ def classify_register(
     rows_per_chunk = batch_size if chunk_rows is None else chunk_rows
     if rows_per_chunk < 1:
         raise RticError(f"--chunk-rows must be at least 1, got {rows_per_chunk}")
+    if encoder not in ENGINES:
+        raise RticError(f"--encoder must be one of {', '.join(ENGINES)}, got {encoder!r}")
+    if encoder != "torch" and fast:
+        raise RticError(f"--encoder {encoder} and --fast: the fast head is distilled from the torch encoder; use one or the other")
     check_writable(out_path)  # before the register is read or the model loaded
     register_path = Path(register_path)
     source = source or RegisterText()
@@ -148,17 +156,19 @@ def classify_register(
     sites_file = Websites(websites) if websites else None
     model = registry.open_model(model_uri, settings, taxonomy_path)
     ref, model_taxonomy, sector_ids = model.ref, model.taxonomy_version, model.sector_ids
+    if encoder != "torch":  # the pyfunc scores with this classifier object, so its encoder is the one that runs
+        model.classifier.encoder = model.classifier.encoder.with_engine(encoder, int8_dir=settings.int8_dir)
 
     def transformer(frame: pd.DataFrame) -> pd.DataFrame:
         out = model.pyfunc.predict(frame[["firm_id", "text"]].reset_index(drop=True), params={"taxonomy_version": model_taxonomy})
         out["scored_by"] = "transformer"
         return out
 
-    scorer, scorer_key = transformer, {"kind": "transformer"}
+    scorer, scorer_key = transformer, {"kind": "transformer"} if encoder == "torch" else {"kind": "transformer", "encoder": encoder}
     if fast:
         from rtic.score.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(model, settings, transformer, margin=fast_margin, agreement=fast_agreement)
+        fast_scorer = FastScorer.for_model(model, settings, transformer, risk=fast_risk, agreement=fast_agreement)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
@@ -217,7 +227,7 @@ def classify_register(
     return ClassifyResult(labels_path, exceptions_path, counts["records"], n_classified, counts["exceptions"], counts["assigned"], ref,
                           n_carried=counts["carried"], n_escalated=counts["escalated"], exceptions_by_reason=counts["reasons"],
                           manifest_path=manifest_path, resumed_chunks=resumed_chunks,
-                          fast_margin=scorer_key.get("margin") if fast else None,
+                          fast_risk=scorer_key.get("risk") if fast else None,
                           websites=sites_file.summary(websites_report) if sites_file else "", websites_report=websites_report)
 
 

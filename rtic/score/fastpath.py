@@ -16,12 +16,16 @@ the transformer:
 2. a ridge map from the static embedding to the transformer's own vectors, L2-normalised like them.
 So the fast pass runs the registered classifier itself, with only the embedding approximated. Cross-fitted
 residuals (tables and map made without the text's own fold) of each sector's calibrated logit give sigma per
-sector and a table of margin → re-scored share and agreement; built once per (model version, corpus), cached
-under models/static/.
+sector; built once per (model version, corpus), cached under models/static/.
 
-Scoring: a firm whose fast logit is within `margin` x sigma of the threshold logit, for any sector, is
-re-scored by the registered pyfunc (transformer); every other firm keeps the fast labels. Rows say which
-scorer made them (`scored_by`).
+Scoring is per firm, because a register user reads a firm's whole label set: each firm's risk of any label
+change is estimated from its fast logits, each sector's distance to its threshold in sigmas (a Gaussian
+residual per sector, independent across sectors: risk = 1 - prod(1 - Phi(-|fast - cut| / sigma))). Firms at
+or above a risk threshold are re-scored by the registered pyfunc (transformer); every other firm keeps the
+fast labels. The threshold comes from the head's cross-fitted table (risk threshold -> share re-scored, share
+of firms whose whole label set equals the transformer's), so `--fast-agreement` is a share of firms. The risk
+only orders firms; what the table promises is measured, not derived from the Gaussian. Rows say which scorer
+made them (`scored_by`).
 """
 
 from __future__ import annotations
@@ -54,19 +58,19 @@ from rtic import config
 log = logging.getLogger(__name__)
 
 STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
-HEAD_METHOD = "contextual-table-v4"  # change when the head recipe changes: cached heads are then rebuilt
-# Margin z in residual standard deviations; scripts/bench_batch.py prints re-scored share, agreement and
-# speed for other values, and `rtic fastpath build` the cross-fitted estimate on its corpus.
-# By default the margin is the smallest z whose cross-fitted agreement on the head's own corpus (the register
-# sample) reaches DEFAULT_AGREEMENT of (firm, sector) decisions: the trade-off follows the register's text.
+HEAD_METHOD = "contextual-table-v5"  # change when the head recipe changes: cached heads are then rebuilt
+# By default the risk threshold is the one re-scoring fewest firms whose cross-fitted share of identical label
+# sets on the head's own corpus (the register sample) reaches DEFAULT_AGREEMENT at its 95% lower bound:
+# the trade-off follows the register's text. scripts/bench_batch.py prints the table against held-out firms.
 DEFAULT_AGREEMENT = config.FAST_AGREEMENT
-MAX_MARGIN = 100.0  # large enough to re-score every firm
+# Shares of the corpus re-scored at which the table is measured (each row's risk threshold is that quantile).
+RESCORED_SHARES = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+WILSON_Z = 1.96  # 95% lower bound of the cross-fitted share of identical firms
 DEFAULT_SAMPLE = config.FASTPATH_SAMPLE
 MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
 SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
-Z_TABLE = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
 PREFIX_CHARS = 8 * MAX_TOKENS  # long texts: tokenize a prefix first (exact: see StaticEncoder.token_ids)
 LONGEST_WORD = 100  # WordPiece's max_input_chars_per_word: a word cut at the prefix's end yields at most this many tokens
@@ -326,7 +330,7 @@ class FastHead:
     ridge_lambda: float
     corpus: str
     n_texts: int
-    validation: list[dict] = field(default_factory=list)  # z → re-scored share and agreement, cross-fitted
+    validation: list[dict] = field(default_factory=list)  # risk threshold → re-scored share and agreement, cross-fitted
     method: str = HEAD_METHOD
     built_at: str = ""
 
@@ -338,14 +342,12 @@ class FastHead:
                 h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()[:12]
 
-    def margin_for(self, agreement: float) -> tuple[float, float]:
-        """(z, its cross-fitted agreement): the smallest z in the validation table reaching `agreement` of decisions."""
+    def risk_for(self, agreement: float) -> dict:
+        """The validation row re-scoring fewest firms whose cross-fitted share of identical firms reaches `agreement`
+        at its 95% lower bound (the last row, everyone re-scored, reaches any target)."""
         if self.matrix is None or not self.validation:  # no embedding to approximate: the fast pass is exact
-            return 0.0, 1.0
-        for row in self.validation:
-            if row["cell_agreement"] >= agreement:
-                return row["z"], row["cell_agreement"]
-        return MAX_MARGIN, 1.0  # not reached within the table: re-score every firm
+            return {"risk": NOBODY, "rescored": 0.0, "cell_agreement": 1.0, "firm_agreement": 1.0, "firm_agreement_low": 1.0}
+        return next(row for row in self.validation if row["firm_agreement_low"] >= agreement or row["rescored"] >= 1.0)
 
     def summary(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k not in ("matrix", "table", "sigma")}
@@ -419,16 +421,57 @@ def residual_sigma(true: np.ndarray, fast: np.ndarray, cut: np.ndarray, band: fl
     return sigma
 
 
-def escalation_table(true: np.ndarray, fast: np.ndarray, sigma: np.ndarray, cut: np.ndarray, zs: Sequence[float] = Z_TABLE) -> list[dict]:
-    """For each margin z: share of firms re-scored, and agreement with the transformer-only labels after re-scoring."""
+NOBODY = 1.0  # a risk threshold of 1 re-scores no firm (risk < 1 whenever a sigma is finite)
+
+
+def change_risk(logits: np.ndarray, cut: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Each firm's estimated chance that any of its labels differs from the transformer's.
+
+    Per sector, the chance that the true logit lies on the other side of the threshold, the residual taken as
+    Gaussian with that sector's sigma; sectors taken as independent. Used to order firms, not as a promise.
+    """
+    from scipy.special import log_ndtr
+
+    log_keep = np.log1p(-np.exp(log_ndtr(-np.abs(logits - cut) / sigma)))  # log(1 - P(flip)) per decision
+    return -np.expm1(log_keep.sum(axis=1))
+
+
+def rescore_mask(risk: np.ndarray, threshold: float) -> np.ndarray:
+    """Firms to re-score: risk at or above the threshold (0: every firm; NOBODY: none)."""
+    return risk >= threshold if threshold < NOBODY else np.zeros(len(risk), dtype=bool)
+
+
+def wilson_low(share: float, n: int, z: float = WILSON_Z) -> float:
+    """Lower end of the Wilson score interval of a share measured on n items."""
+    if n == 0:
+        return 0.0
+    centre = share + z * z / (2 * n)
+    spread = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return float(max((centre - spread) / (1 + z * z / n), 0.0))
+
+
+def label_agreement(truth: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(share of (firm, sector) decisions, share of firms whose whole label set) equal between two label matrices."""
+    same = np.asarray(truth, dtype=bool) == np.asarray(other, dtype=bool)
+    return (float(same.mean()), float(same.all(axis=1).mean())) if same.size else (1.0, 1.0)
+
+
+def escalation_table(true: np.ndarray, fast: np.ndarray, sigma: np.ndarray, cut: np.ndarray,
+                     shares: Sequence[float] = RESCORED_SHARES) -> list[dict]:
+    """Risk thresholds at the given re-scored shares of these firms, each with what re-scoring above it gives:
+    share re-scored, agreement per decision and per firm (whole label set) with the transformer, and the
+    Wilson 95% lower bound of the per-firm share. Rows run from fewest re-scored to all."""
     y_true, y_fast = true >= cut, fast >= cut
-    distance = np.abs(fast - cut) / sigma
-    rows = []
-    for z in zs:
-        near = (distance < z).any(axis=1)
-        final = np.where(near[:, None], y_true, y_fast)
-        rows.append({"z": float(z), "rescored": float(near.mean()), "cell_agreement": float((final == y_true).mean()),
-                     "firm_agreement": float((final == y_true).all(axis=1).mean())})
+    risk = change_risk(fast, cut, sigma)
+    rows: list[dict] = []
+    for share in shares:
+        threshold = NOBODY if share <= 0 else 0.0 if share >= 1 else float(np.quantile(risk, 1 - share))
+        if rows and threshold >= rows[-1]["risk"]:  # ties: the same firms as the row before
+            continue
+        near = rescore_mask(risk, threshold)
+        cells, firms = label_agreement(y_true, np.where(near[:, None], y_true, y_fast))
+        rows.append({"risk": threshold, "rescored": float(near.mean()), "cell_agreement": cells, "firm_agreement": firms,
+                     "firm_agreement_low": wilson_low(firms, len(risk))})
     return rows
 
 
@@ -474,37 +517,41 @@ def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, c
 class FastScorer:
     """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`."""
 
-    def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], margin: float, head_path: Path):
+    def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], risk: float, head_path: Path):
         self.clf = clf
         self.head = head
         self.encoder = MappedEncoder(StaticEncoder(head.table), head.matrix) if head.matrix is not None else None
         self.cut = threshold_logits(clf)
         self.transformer = transformer
-        self.margin = float(margin)
+        self.risk = float(risk)
         self.head_path = head_path
 
     def identity(self) -> dict:
-        return {"kind": "fast", "margin": self.margin, "head": self.head_path.name, "head_digest": self.head.digest}
+        return {"kind": "fast", "risk": self.risk, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
-    def for_model(cls, model, settings: Settings, transformer, margin: float | None = None, agreement: float | None = None) -> "FastScorer":
-        """The fast scorer of a model (a rtic.mlops.registry.LoadedModel): `margin` z given, or chosen for `agreement` (default DEFAULT_AGREEMENT)."""
-        if margin is not None and agreement is not None:
-            raise RticError("give --fast-margin or --fast-agreement, not both")
-        if margin is not None and not 0 <= margin <= MAX_MARGIN:  # also refuses NaN
-            raise RticError(f"--fast-margin is in residual standard deviations and must be between 0 and {MAX_MARGIN:g}, got {margin}")
+    def for_model(cls, model, settings: Settings, transformer, risk: float | None = None, agreement: float | None = None) -> "FastScorer":
+        """The fast scorer of a model (a rtic.mlops.registry.LoadedModel): `risk` threshold given, or chosen for `agreement`
+        (share of firms with the transformer's label set; default DEFAULT_AGREEMENT)."""
+        if risk is not None and agreement is not None:
+            raise RticError("give --fast-risk or --fast-agreement, not both")
+        if risk is not None and not 0 <= risk <= NOBODY:  # also refuses NaN
+            raise RticError(f"--fast-risk is a firm's chance of any label change, between 0 (re-score every firm) and 1 (none), got {risk}")
         if agreement is not None and not 0 < agreement <= 1:
-            raise RticError(f"--fast-agreement is a share of (firm, sector) decisions, between 0 and 1, got {agreement}")
+            raise RticError(f"--fast-agreement is a share of firms (whole label set identical to the transformer's), between 0 and 1, got {agreement}")
         clf = model.classifier
         head, path = ensure_head(model, settings)
         if head.sector_ids != list(clf.sector_ids):
             raise RticError(f"fast head {path} was built for other sectors: rebuild it with `rtic fastpath build --force`")
-        if margin is None:
+        if risk is None:
             target = DEFAULT_AGREEMENT if agreement is None else agreement
-            margin, expected = head.margin_for(target)
-            log.info(f"fast path: margin z {margin:g} for {target:.1%} agreement with the transformer "
-                     f"({expected:.2%} of decisions, cross-fitted on the head's corpus: {head.corpus})")
-        return cls(clf, head, transformer, margin, path)
+            row = head.risk_for(target)
+            risk = row["risk"]
+            log.info(f"fast path: re-scoring firms whose risk of any label change is at least {risk:.3g}, for {target:.1%} of firms "
+                     f"identical to the transformer (cross-fitted on the head's corpus, {head.corpus}: {row['rescored']:.1%} re-scored, "
+                     f"{row['firm_agreement']:.2%} of firms identical, 95% lower bound {row['firm_agreement_low']:.2%}; "
+                     f"{row['cell_agreement']:.2%} of decisions)")
+        return cls(clf, head, transformer, risk, path)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each sector's calibrated logit from the fast pass (exact but for the approximated embedding)."""
@@ -519,7 +566,7 @@ class FastScorer:
             out[probability_column(sector)] = proba[:, j].astype(float)
             out[assigned_column(sector)] = logits[:, j] >= self.cut[j]
         out["scored_by"] = "static"
-        near = (np.abs(logits - self.cut) < self.margin * self.head.sigma).any(axis=1)
+        near = rescore_mask(change_risk(logits, self.cut, self.head.sigma), self.risk)
         if near.any():
             rescored = self.transformer(frame[near]).reset_index(drop=True)
             out.loc[near, rescored.columns] = rescored.set_axis(out.index[near]).to_numpy()
