@@ -52,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -168,7 +169,7 @@ def wide(labels: pd.DataFrame, column: str, sectors: list[str]) -> np.ndarray:
     return labels[column].to_numpy().reshape(-1, len(sectors))
 
 
-def risk_table(run: dict, cut: np.ndarray) -> None:
+def risk_table(run: dict, thresholds: dict[str, float]) -> None:
     """The head's own cross-fitted table (predicted) against the same risk thresholds on the held-out firms (measured).
 
     A re-scored firm gets exactly the transformer's labels (tested), so re-scored share and agreement at every
@@ -178,14 +179,15 @@ def risk_table(run: dict, cut: np.ndarray) -> None:
     from rtic.score.fastpath import change_risk, label_agreement, rescore_mask
 
     lt, ls, head = run["lt"], run["ls"], run["head"]
-    sectors = head["sector_ids"]
+    sectors = sorted(head.sector_ids)  # the long labels are sorted by (firm, sector)
+    sigma = dict(zip(head.sector_ids, head.sigma))
     y_t, y_s = wide(lt, "assigned", sectors), wide(ls, "assigned", sectors)
-    risk = change_risk(wide(ls, "logit", sectors), cut, np.array([head["sigma"][k] for k in sectors]))
+    risk = change_risk(wide(ls, "logit", sectors), np.array([thresholds[k] for k in sectors]), np.array([sigma[k] for k in sectors]))
     rate_t, rate_s, rate_32 = run["firms"]["t"] / run["seconds"]["t"], run["firms"]["s"] / run["seconds"]["s"], run["rate_fp32"]
     print("  the head's cross-fitted table (predicted, on its distillation sample) against held-out firms (measured), per risk threshold;")
     print(f"  firms/s projected as 1/(1/{rate_s:,.0f} + share/{rate_t:.1f}); x fp32 = against the fp32 transformer ({rate_32:.1f} firms/s)")
     print("    risk >=   predicted: re-scored  firms    | measured: re-scored  firms    decisions | firms/s  x fp32  x default  5M firms")
-    for row in head["validation"]:
+    for row in head.validation:
         near = rescore_mask(risk, row["risk"])
         cells, firms = label_agreement(y_t, np.where(near[:, None], y_t, y_s))
         rate = 1 / (1 / rate_s + near.mean() / rate_t)
@@ -198,7 +200,7 @@ def pooled_rate(runs: list[dict], key: str) -> float:
     return sum(r["firms"][key] for r in runs) / sum(r["seconds"][key] for r in runs)
 
 
-def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work: Path, base_env: dict, cut: np.ndarray) -> dict:
+def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work: Path, base_env: dict, thresholds: dict[str, float]) -> dict:
     """Distil a head on `distil` (a sample of that register), then classify `evaluation` four ways with cold caches:
     transformer only (default engine; and fp32, the issue's baseline), static pass alone, fast path at its default.
 
@@ -225,7 +227,7 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
     head_json = sorted((Path(base_env["RTIC_HOME"]) / "static").glob("head-*.json"))[-1]
     for suffix in (".joblib", ".json"):
         shutil.copy(head_json.with_suffix(suffix), work / f"head_{kind}{suffix}")
-    head = json.loads(head_json.read_text())
+    head = joblib.load(work / f"head_{kind}.joblib")
 
     env_t = {**base_env, "RTIC_EMBEDDING_CACHE": str(work / f"cache_t_{kind}.sqlite")}
     env_32 = {**base_env, "RTIC_EMBEDDING_CACHE": str(work / f"cache_32_{kind}.sqlite"), "RTIC_BF16": "0"}
@@ -255,7 +257,7 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
           f"= {rate_s / rate_32:.1f}x fp32, {rate_s / rate_t:.1f}x the default")
     print(f"fast path, {f['risk_note']:<22}         : {rate_f:7.1f} firms/s  (measured, {f['seconds']:.0f} s; {f['escalated'] / n:.1%} re-scored) "
           f"= {rate_f / rate_32:.1f}x fp32, {rate_f / rate_t:.1f}x the default")
-    predicted = next((row for row in head["validation"] if row["risk"] == f["risk"]), None)
+    predicted = next((row for row in head.validation if row["risk"] == f["risk"]), None)
     print(f"  agreement with transformer-only labels (default engine), measured on the held-out firms: {firm:.2%} of firms identical, "
           f"{cell:.2%} of (firm, sector) decisions, F1 on the transformer's positive labels {positive_f1(lt, lf['assigned']):.3f}"
           + (f"; the head's table predicted {predicted['firm_agreement']:.2%} of firms at {predicted['rescored']:.1%} re-scored "
@@ -263,7 +265,7 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
     run = {"n": n, "firms": {"t": n, "s": n * repeats, "f": n}, "seconds": {"t": t["seconds"], "s": s["seconds"], "f": f["seconds"]},
            "escalated": f["escalated"], "lt": lt, "ls": ls, "lf": lf, "head": head, "rate_fp32": rate_32,
            "seconds_fp32": t32["seconds"] if t32 else float("nan")}
-    risk_table(run, cut)
+    risk_table(run, thresholds)
     print(f"  5M firms: transformer only {5e6 / rate_t / 3600:,.1f} h (fp32 {5e6 / rate_32 / 3600:,.1f} h); fast path {f['risk_note']} "
           f"(measured rate) {5e6 / rate_f / 3600:,.1f} h")
     return run
@@ -396,6 +398,7 @@ def main() -> None:
     ap.add_argument("--distil", type=int, default=1500, help="short texts to distil on, other firms (default 1500)")
     ap.add_argument("--long-sample", type=int, default=300, help="website-length texts to evaluate on (default 300)")
     ap.add_argument("--long-distil", type=int, default=600, help="website-length texts to distil on, from other pages (default 600)")
+    ap.add_argument("--long-halves", type=int, choices=(1, 2), default=2, help="website-length: both halves (default) or only the first")
     ap.add_argument("--risk", type=float, default=None, help="fast-path risk threshold for the end-to-end runs (default: rtic's default, "
                     "the threshold the head's own table gives for 97%% of firms identical)")
     ap.add_argument("--static-firms", type=int, default=3000, help="time the static pass alone over at least this many firms "
@@ -431,7 +434,7 @@ def main() -> None:
     loaded = registry.open_model(None, settings)
     clf = loaded.classifier
     print(f"model {loaded.ref.uri} opened in {time.monotonic() - started:.1f} s (registry, digests, pickles; the encoder's weights load apart)")
-    cut = np.log(np.asarray(clf.thresholds_) / (1 - np.asarray(clf.thresholds_)))
+    thresholds = {s: float(np.log(t / (1 - t))) for s, t in zip(clf.sector_ids, clf.thresholds_)}  # threshold logits
 
     texts = pd.read_csv(SHARED / "techstars" / "companies.csv", dtype=str, keep_default_na=False)["text"]
     texts = texts[texts.str.strip() != ""].drop_duplicates().sample(frac=1.0, random_state=0).reset_index(drop=True)
@@ -447,15 +450,19 @@ def main() -> None:
     if args.skip_fast:
         return
 
-    # Build the static table once, outside the timings (it is per installation, not per run).
-    subprocess.run([sys.executable, "-m", "rtic.cli", "fastpath", "build"], cwd=REPO, env={**os.environ, **base_env}, capture_output=True, check=True)
+    # Build the static table once, outside the timings (it is per installation, not per run). Only the table: a plain
+    # `fastpath build` would also distil a head on the model's training texts, which every kind below replaces.
+    from rtic.score.fastpath import build_static_model
+
+    build_static_model(settings)
     # Website-length texts, twice: distil on firms made from one half of the pages, evaluate on firms made
     # from the other half, then the halves swapped; distillation and evaluation never share a page.
     halves = {"long-a": (pages[0::2], pages[1::2]), "long-b": (pages[1::2], pages[0::2])}
-    runs = [measure_kind(name, long_texts(args.long_distil, fit, seed=1), long_texts(args.long_sample, held, seed=2), args, work, base_env, cut)
-            for name, (fit, held) in halves.items()]
-    pooled("long", runs)
-    results = {"short": measure_kind("short", short_distil, short_eval, args, work, base_env, cut)}
+    runs = [measure_kind(name, long_texts(args.long_distil, fit, seed=1), long_texts(args.long_sample, held, seed=2), args, work, base_env, thresholds)
+            for name, (fit, held) in list(halves.items())[: args.long_halves]]
+    if len(runs) > 1:
+        pooled("long", runs)
+    results = {"short": measure_kind("short", short_distil, short_eval, args, work, base_env, thresholds)}
     if args.skip_full:
         return
     # The full-scale part runs on short texts: their head back in place.
