@@ -24,6 +24,7 @@ FEATURE_SETS = ("embedding", "tfidf", "embedding+tfidf")
 C = 1.0  # inverse regularisation strength of each sector's logistic regression
 SEED = 0
 CV_FOLDS = 5
+TRAIN_JOBS = -1  # threads fitting the sectors' models side by side (joblib: -1 = every core); results do not depend on it
 # classify
 CHUNK_ROWS = 2048  # register rows per chunk
 FAST_AGREEMENT = 0.97  # fast path: share of firms whose whole label set equals the transformer's

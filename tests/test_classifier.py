@@ -145,3 +145,14 @@ def test_thresholds_bound_the_share_of_ordinary_texts_labelled():
     _, capped = fit_calibration(scores[:, None], Y, 5, ordinary=ordinary, max_ordinary_rate=0.01)
     rate = lambda t: (cals[0](scores[ordinary]) >= t).mean()  # noqa: E731
     assert rate(loose[0]) > 0.01 and rate(capped[0]) <= 0.01 and capped[0] > loose[0]
+
+
+def test_fitting_sectors_side_by_side_gives_the_same_model():
+    """n_jobs only spreads the sectors' fits over threads: every probability and threshold is unchanged."""
+    texts, Y, topics = make_data()
+    test_texts, _, _ = make_data(n_per=5, seed=2)
+    one = SectorClassifier(topics, encoder=HashEncoder(), features="embedding+tfidf").fit(texts, Y)
+    two = SectorClassifier(topics, encoder=HashEncoder(), features="embedding+tfidf", n_jobs=2).fit(texts, Y)
+    assert np.array_equal(one.thresholds_, two.thresholds_)
+    assert np.allclose(one.predict_proba(test_texts), two.predict_proba(test_texts), rtol=0, atol=1e-12)
+    assert two.get_params()["n_jobs"] == 2

@@ -183,7 +183,7 @@ def train(
         log.info(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
 
         def make_classifier() -> SectorClassifier:
-            return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed)
+            return SectorClassifier(taxonomy.sector_ids, encoder=encoder, features=features, C=C, random_state=seed, n_jobs=config.TRAIN_JOBS)
 
         # Description prior: each sector's description and key phrases as extra positive examples, which
         # helps most when a sector has only a few seed firms (see scripts/bench_trainers.py --fewshot).
