@@ -122,7 +122,7 @@ class Encoder:
         batch_size: int = 32,
         max_chunks: int = 8,
         model_dir: str | Path | None = None,
-        engine: str = "torch",
+        engine: str = config.ENCODER_ENGINE,
         int8_dir: str | Path | None = None,
     ):
         if engine not in ENGINES:
