@@ -110,7 +110,7 @@ if mode == "naive":
     write_atomically(labels, out)
 else:
     from rtic.score.batch import classify_register
-    risk = {{"static": 1.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
+    risk = {{"static": 1.0, "static1": 1.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
     import logging
     ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
     class FirstLine(logging.Handler):
@@ -119,11 +119,17 @@ else:
                 ready.append(time.monotonic())
     logging.getLogger("rtic.score.batch").addHandler(FirstLine())
     logging.getLogger("rtic.score.batch").setLevel(logging.INFO)
-    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static")), fast_risk=risk, restart=True)
-    extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk}}
+    from rtic import config
+    workers = 1 if mode == "static1" else config.FAST_WORKERS  # static1: the static pass in this one process
+    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static", "static1")), fast_risk=risk,
+                          restart=True, fast_workers=workers)
+    extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk,
+              "workers": workers if mode != "stream" else 0}}
     t = ready[0]
 print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}}))
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  # the fast path's static-pass workers (stopped and reaped by now): the largest one's peak
+                  "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}}))
 """
 
 
@@ -235,10 +241,12 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
     t = run_engine("stream", eval_csv, work / f"{kind}_transformer.parquet", env_t, 512)
     t32 = run_engine("stream", eval_csv, work / f"{kind}_fp32.parquet", env_32, 512) if not args.skip_fp32 else None
     s = run_engine("static", static_csv, work / f"{kind}_static.parquet", env_f, 512)
+    s1 = run_engine("static1", static_csv, work / f"{kind}_static1.parquet", env_f, 512)
     f = run_engine("fast", eval_csv, work / f"{kind}_fast.parquet", env_f, 512, risk=args.risk)
     f["risk_note"] = f"risk>={f['risk']:.3g}" + ("" if args.risk is not None else " (default)")
     n = len(evaluation)
     rate_t, rate_s, rate_f = n / t["seconds"], n * repeats / s["seconds"], n / f["seconds"]
+    rate_s1 = n * repeats / s1["seconds"]
     rate_32 = n / t32["seconds"] if t32 else float("nan")
     read = lambda name: pd.read_parquet(work / name).sort_values(["firm_id", "sector_id"]).reset_index(drop=True)  # noqa: E731
     lt, lf = read(f"{kind}_transformer.parquet"), read(f"{kind}_fast.parquet")
@@ -254,7 +262,9 @@ def measure_kind(kind: str, distil: list[str], evaluation: list[str], args, work
         print(f"transformer only, fp32 (the baseline)       : {rate_32:7.1f} firms/s  (measured, {t32['seconds']:.0f} s); its labels against the "
               f"default engine's: {firm32:.2%} of firms, {cell32:.2%} of decisions identical")
     print(f"static pass alone                           : {rate_s:7.1f} firms/s  (measured over {n * repeats:,} firms, {s['seconds']:.1f} s) "
-          f"= {rate_s / rate_32:.1f}x fp32, {rate_s / rate_t:.1f}x the default")
+          f"= {rate_s / rate_32:.1f}x fp32, {rate_s / rate_t:.1f}x the default; {s['workers']} worker processes")
+    print(f"static pass alone, in one process           : {rate_s1:7.1f} firms/s  ({s1['seconds']:.1f} s): the workers give "
+          f"{rate_s / rate_s1:.2f}x; labels {'identical' if read(f'{kind}_static1.parquet')['assigned'].equals(read(f'{kind}_static.parquet')['assigned']) else 'DIFFERENT'}")
     print(f"fast path, {f['risk_note']:<22}         : {rate_f:7.1f} firms/s  (measured, {f['seconds']:.0f} s; {f['escalated'] / n:.1%} re-scored) "
           f"= {rate_f / rate_32:.1f}x fp32, {rate_f / rate_t:.1f}x the default")
     predicted = next((row for row in head.validation if row["risk"] == f["risk"]), None)
@@ -488,7 +498,8 @@ def main() -> None:
             else:
                 p.unlink()
         results[mode] = r = run_engine(mode, big, out, warm, args.chunk_rows, risk=args.risk)
-        print(f"{mode:<7}: {args.rows / r['seconds']:8.0f} firms/s  peak RSS {r['peak_rss_mib']:7.0f} MiB  ({r['seconds']:.0f} s"
+        workers = f" + {r['workers']} static workers of at most {r['worker_peak_rss_mib']:.0f} MiB each" if r.get("workers") else ""
+        print(f"{mode:<7}: {args.rows / r['seconds']:8.0f} firms/s  peak RSS {r['peak_rss_mib']:7.0f} MiB{workers}  ({r['seconds']:.0f} s"
               + (f"; start-up: model and head load {r['load_seconds']:.1f} s" if "load_seconds" in r else "") + ")"
               + (f"  {r['escalated'] / args.rows:.1%} re-scored" if mode == "fast" else ""))
     if "naive" in results:

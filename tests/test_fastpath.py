@@ -3,6 +3,8 @@ held-out texts, re-scored firms carrying exactly the transformer's labels, the c
 Real encoder, real model trained by the session fixture, real MLflow SQLite registry, the real CLI."""
 
 import logging
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -248,3 +250,42 @@ def test_risk_for_picks_the_fewest_rescored_whose_lower_bound_reaches_the_target
     assert head.risk_for(0.97)["risk"] == 0.1  # the point estimate of 0.3 reaches 97%, its lower bound does not
     assert head.risk_for(0.995)["risk"] == 0.0  # beyond the table: everyone
     assert wilson_low(0.97, 2000) == pytest.approx(0.9616, abs=1e-3)
+
+
+def test_the_static_pass_shared_by_worker_processes_gives_the_same_scores_and_labels(distilled, settings, tmp_path, caplog):
+    texts = SEED["text"].iloc[800:1100].tolist()  # enough rows for the pool (2 x MIN_ROWS_PER_WORKER)
+    model = registry.open_model(None, settings)
+    alone = FastScorer.for_model(model, settings, transformer=None, workers=1)
+    shared = FastScorer.for_model(model, settings, transformer=None, workers=2)
+    try:
+        split = shared.logits(texts)
+        assert shared._pool is not None  # the split really ran in worker processes
+        np.testing.assert_allclose(split, alone.logits(texts), rtol=0, atol=1e-6)
+        # A worker killed mid-run (out of memory, an operator): the batch is scored here instead, nothing is lost.
+        os.kill(next(iter(shared._pool._processes)), signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="rtic.score.fastpath"):
+            again = shared.logits(texts)
+        assert "a static-pass worker stopped" in caplog.text and shared.workers == 1 and shared._pool is None
+        np.testing.assert_allclose(again, split, rtol=0, atol=1e-6)
+    finally:
+        shared.close()
+    # End to end: the same register with the static pass in this process and shared by two workers.
+    register = write_register(tmp_path / "r.csv", texts)
+    outputs = []
+    for workers in ("1", "2"):
+        res = run_cli("classify", str(register), "--out", str(tmp_path / f"w{workers}.parquet"), "--fast", "--fast-risk", "0.5",
+                      "--chunk-rows", "300", "--fast-workers", workers, home=settings.home)
+        assert res.returncode == 0, res.stderr
+        outputs.append(pd.read_parquet(tmp_path / f"w{workers}.parquet").drop(columns=["classified_at", "probability"]))
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fast", "--fast-workers", "0"], "--fast-workers must be at least 1, got 0"),
+    (["--fast-workers", "1", "--engine", "spark"], "--fast-workers: local engine only"),
+])
+def test_fast_workers_out_of_range_or_with_spark_is_one_line_exit_2(distilled, settings, tmp_path, extra, message):
+    register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
+    res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), *extra, home=settings.home)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr and "Traceback" not in res.stderr

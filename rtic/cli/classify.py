@@ -10,6 +10,7 @@ from rtic.errors import RticError
 
 def _local_only_flags(args) -> list[str]:
     given = (("--fast", args.fast), ("--fast-risk", args.fast_risk is not None), ("--fast-agreement", args.fast_agreement is not None),
+             ("--fast-workers", args.fast_workers is not None),
              ("--since", args.since), ("--restart", args.restart), ("--store", args.store), ("--websites", args.websites),
              ("--encoder", args.encoder != config.ENCODER_ENGINE))
     return [flag for flag, on in given if on]
@@ -35,7 +36,7 @@ def cmd_classify(args) -> int:
         result = classify_register(args.register, args.out, settings, model_uri=args.model, taxonomy_path=args.taxonomy,
                                    chunk_rows=args.chunk_rows, since=args.since, restart=args.restart, fast=args.fast, fast_risk=args.fast_risk,
                                    fast_agreement=args.fast_agreement, source=source, websites=args.websites,
-                                   encoder=args.encoder)
+                                   encoder=args.encoder, fast_workers=config.FAST_WORKERS if args.fast_workers is None else args.fast_workers)
     print(f"{result.n_input} firms in register: {result.n_classified} classified, {result.n_exceptions} not classified (reasons in {result.exceptions_path})")
     if result.n_carried:
         print(f"  of the classified, {result.n_carried} were unchanged since {args.since} and copied from it")
@@ -83,6 +84,9 @@ def add_parsers(sub) -> None:
                    f"was built on a sample of the register (`rtic fastpath build --register`, which prints the table); default {config.FAST_AGREEMENT:g}")
     p.add_argument("--fast-risk", type=float, metavar="P", help="fast path, instead of --fast-agreement: re-score a firm when its estimated "
                    "chance that any of its labels differs from the transformer's is at least P (0: every firm; 1: none)")
+    p.add_argument("--fast-workers", type=int, metavar="N", help="fast path: processes that share "
+                   f"the static pass (default {config.FAST_WORKERS}, this machine's cores; 1 runs it in this process); the firms "
+                   "re-scored by the transformer use every core anyway")
     p.add_argument("--encoder", choices=list(config.ENCODER_ENGINES), default=config.ENCODER_ENGINE, help="what embeds the text: torch (the "
                    "bundled model, bf16 where the CPU has it, RTIC_BF16=0 for fp32; default) or onnx-int8 (an int8 ONNX copy made here "
                    "from the same weights by `rtic encoder build`, built on first use: faster, but it changes a few labels, see README)")

@@ -123,6 +123,7 @@ def classify_register(
     fast_agreement: float | None = None,
     websites: str | Path | None = None,
     encoder: str = config.ENCODER_ENGINE,
+    fast_workers: int = config.FAST_WORKERS,
 ) -> ClassifyResult:
     """Stream `register_path` through the model into OUT (labels), OUT's .exceptions.csv and OUT.parts/.
 
@@ -133,7 +134,8 @@ def classify_register(
     firms whose whole label set equals the transformer's; see rtic.score.fastpath);
     `websites` a firm_id,website file joined on company number (rtic.websites): firms it gives a website are not
     `no_website` exceptions, and its rows that meet no firm are listed in OUT's .unmatched-websites.csv;
-    `encoder` the engine that embeds text for the transformer path (rtic.embed.encoder.ENGINES).
+    `encoder` the engine that embeds text for the transformer path (rtic.embed.encoder.ENGINES); `fast_workers` the
+    processes that share the fast path's static pass.
     """
     from rtic.websites import Websites
 
@@ -168,7 +170,7 @@ def classify_register(
     if fast:
         from rtic.score.fastpath import FastScorer
 
-        fast_scorer = FastScorer.for_model(model, settings, transformer, risk=fast_risk, agreement=fast_agreement)
+        fast_scorer = FastScorer.for_model(model, settings, transformer, risk=fast_risk, agreement=fast_agreement, workers=fast_workers)
         scorer, scorer_key = fast_scorer, fast_scorer.identity()
 
     chunk_rows = int(chunk_rows or batch_size)
@@ -187,21 +189,25 @@ def classify_register(
 
     counts = {"records": 0, "classified": 0, "carried": 0, "escalated": 0, "exceptions": 0, "reasons": {}, "assigned": {s: 0 for s in sector_ids}}
     started, fresh_records, resumed_chunks = time.monotonic(), 0, 0
-    for chunk in register.chunks(chunk_rows, seen_path=parts / "seen.sqlite"):
-        if sites_file is not None:  # on resumed chunks too, so the unmatched report covers the whole register
-            chunk.rows = sites_file.attach(chunk.rows)
-        mark = parts / f"chunk-{chunk.index:06d}.json"
-        if mark.exists():
-            done = json.loads(mark.read_text())
-            resumed_chunks += 1
-        else:
-            done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
-            fresh_records += chunk.records
-        add_counts(counts, done)
-        left = max(total - counts["records"], 0)
-        log.info(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
-                 f"{rate_eta(fresh_records, time.monotonic() - started, left, 'firms')}"
-                 + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
+    try:
+        for chunk in register.chunks(chunk_rows, seen_path=parts / "seen.sqlite"):
+            if sites_file is not None:  # on resumed chunks too, so the unmatched report covers the whole register
+                chunk.rows = sites_file.attach(chunk.rows)
+            mark = parts / f"chunk-{chunk.index:06d}.json"
+            if mark.exists():
+                done = json.loads(mark.read_text())
+                resumed_chunks += 1
+            else:
+                done = _run_chunk(chunk, parts, source, scorer, previous, ref, model_taxonomy, sector_ids, when, fast)
+                fresh_records += chunk.records
+            add_counts(counts, done)
+            left = max(total - counts["records"], 0)
+            log.info(f"  {counts['records']:,}/{'' if exact else '~'}{total:,} firms ({chunk.fraction_read:.0%} of file), "
+                     f"{rate_eta(fresh_records, time.monotonic() - started, left, 'firms')}"
+                     + (f"; {counts['escalated']:,} re-scored by transformer" if fast else ""))
+    finally:
+        if fast:
+            scorer.close()  # the static-pass workers
 
     if previous is not None:
         previous.close()

@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,7 @@ PREFIX_CHARS = 8 * MAX_TOKENS  # long texts: tokenize a prefix first (exact: see
 LONGEST_WORD = 100  # WordPiece's max_input_chars_per_word: a word cut at the prefix's end yields at most this many tokens
 CONTEXT_PSEUDOCOUNT = 8.0  # a token seen n times: (n x its contextual average + 8 x its prior) / (n + 8)
 PRIOR_MIN_COUNT = 20  # tokens seen this often fit the out-of-context -> contextual map that makes the prior
+MIN_ROWS_PER_WORKER = 64  # smaller batches are scored in-process: handing them to workers costs more than it saves
 
 
 def static_dir(settings: Settings) -> Path:
@@ -514,10 +516,36 @@ def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, c
     return head, path
 
 
-class FastScorer:
-    """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`."""
+_WORKER: tuple | None = None  # in a static-pass worker process: (classifier, mapped encoder)
 
-    def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], risk: float, head_path: Path):
+
+def _start_worker(payload: bytes) -> None:
+    """A static-pass worker's start-up: the classifier and head arrive once, pickled; BLAS gets one thread, the process
+    is one of several sharing the cores."""
+    global _WORKER
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    clf, table, matrix = pickle.loads(payload)
+    _WORKER = (clf, MappedEncoder(StaticEncoder(table), matrix) if matrix is not None else None)
+
+
+def _worker_logits(texts: list[str]) -> np.ndarray:
+    clf, encoder = _WORKER
+    return calibrated_logits(clf, encoder, texts)
+
+
+class FastScorer:
+    """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`.
+
+    The static pass (tokens, TF-IDF, the classifier's linear parts) is mostly single-threaded Python, so with
+    `workers` > 1 a batch of at least MIN_ROWS_PER_WORKER rows per worker is split across that many processes
+    (started on first use, each sent the classifier and head once); the firms re-scored by the transformer run here,
+    where torch uses every core itself. Each firm's logits are computed on its own, so the split changes no label.
+    """
+
+    def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], risk: float, head_path: Path,
+                 workers: int = config.FAST_WORKERS):
         self.clf = clf
         self.head = head
         self.encoder = MappedEncoder(StaticEncoder(head.table), head.matrix) if head.matrix is not None else None
@@ -525,18 +553,40 @@ class FastScorer:
         self.transformer = transformer
         self.risk = float(risk)
         self.head_path = head_path
+        self.workers = int(workers)
+        self._pool = None
+
+    def _static_pool(self):
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the parent may have torch's thread pools running (forking those can deadlock).
+            payload = pickle.dumps((self.clf, self.head.table, self.head.matrix), protocol=pickle.HIGHEST_PROTOCOL)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(payload,))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the static-pass workers (if any were started)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def identity(self) -> dict:
         return {"kind": "fast", "risk": self.risk, "head": self.head_path.name, "head_digest": self.head.digest}
 
     @classmethod
-    def for_model(cls, model, settings: Settings, transformer, risk: float | None = None, agreement: float | None = None) -> "FastScorer":
+    def for_model(cls, model, settings: Settings, transformer, risk: float | None = None, agreement: float | None = None,
+                  workers: int = config.FAST_WORKERS) -> "FastScorer":
         """The fast scorer of a model (a rtic.mlops.registry.LoadedModel): `risk` threshold given, or chosen for `agreement`
-        (share of firms with the transformer's label set; default DEFAULT_AGREEMENT)."""
+        (share of firms with the transformer's label set; default DEFAULT_AGREEMENT); `workers` processes share the static pass."""
         if risk is not None and agreement is not None:
             raise RticError("give --fast-risk or --fast-agreement, not both")
         if risk is not None and not 0 <= risk <= NOBODY:  # also refuses NaN
             raise RticError(f"--fast-risk is a firm's chance of any label change, between 0 (re-score every firm) and 1 (none), got {risk}")
+        if int(workers) < 1:
+            raise RticError(f"--fast-workers must be at least 1, got {workers}")
         if agreement is not None and not 0 < agreement <= 1:
             raise RticError(f"--fast-agreement is a share of firms (whole label set identical to the transformer's), between 0 and 1, got {agreement}")
         clf = model.classifier
@@ -551,11 +601,25 @@ class FastScorer:
                      f"identical to the transformer (cross-fitted on the head's corpus, {head.corpus}: {row['rescored']:.1%} re-scored, "
                      f"{row['firm_agreement']:.2%} of firms identical, 95% lower bound {row['firm_agreement_low']:.2%}; "
                      f"{row['cell_agreement']:.2%} of decisions)")
-        return cls(clf, head, transformer, risk, path)
+        return cls(clf, head, transformer, risk, path, workers=workers)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each sector's calibrated logit from the fast pass (exact but for the approximated embedding)."""
-        return calibrated_logits(self.clf, self.encoder, texts)
+        texts = list(texts)
+        if self.workers < 2 or len(texts) < 2 * MIN_ROWS_PER_WORKER:
+            return calibrated_logits(self.clf, self.encoder, texts)
+        # Slices by characters, not rows, so that one worker does not get all the long pages.
+        ends = np.searchsorted(np.cumsum([len(t) for t in texts]), np.linspace(0, sum(map(len, texts)), self.workers + 1)[1:-1])
+        slices = [part.tolist() for part in np.split(np.array(texts, dtype=object), ends) if len(part)]
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return np.vstack(list(self._static_pool().map(_worker_logits, slices)))
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory): carry on in this process, losing nothing
+            log.warning(f"fast path: a static-pass worker stopped ({exc}); scoring in this process from now on")
+            self.close()
+            self.workers = 1
+            return calibrated_logits(self.clf, self.encoder, texts)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.reset_index(drop=True)
