@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold, fit_calibration
+from rtic.model.classifier import Platt, SectorClassifier, best_f1_threshold, fit_calibration, top_k_columns
 from conftest import HashEncoder
 
 TOPICS = {
@@ -156,3 +156,18 @@ def test_fitting_sectors_side_by_side_gives_the_same_model():
     assert np.array_equal(one.thresholds_, two.thresholds_)
     assert np.allclose(one.predict_proba(test_texts), two.predict_proba(test_texts), rtol=0, atol=1e-12)
     assert two.get_params()["n_jobs"] == 2
+
+
+@pytest.mark.parametrize("columns", [30, 5120, 5121, 20_700])
+def test_top_k_columns_is_the_exact_top_k_of_every_row(columns):
+    rng = np.random.default_rng(columns)
+    scores = rng.standard_normal((300, columns)).astype(np.float32)
+    scores[0] = 0.5  # a row of ties: any 20 columns, but 20 distinct ones
+    scores[1, -3:] = 10.0  # the best columns in the short last block
+    k = min(20, columns)
+    got = top_k_columns(scores, k)
+    assert got.shape == (300, k) and (np.diff(got, axis=1) > 0).all()  # distinct, in column order
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    # exact: every chosen score is at least the row's k-th largest, so no better column was missed
+    assert (np.take_along_axis(scores, got, axis=1) >= kth).all()
+    assert set(got[1, -3:]) == {columns - 3, columns - 2, columns - 1}

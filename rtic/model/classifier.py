@@ -49,6 +49,27 @@ def lead_snippet(text: str, sentences: int) -> str:
     return " ".join(parts[:sentences])
 
 
+def top_k_columns(scores: np.ndarray, k: int, block: int = 64) -> np.ndarray:
+    """Per row, the column indices of its k largest scores (in increasing column order; ties broken arbitrarily).
+
+    Exact, and much cheaper than a partition of every row when rows are long (k = 20 of ~20,000 training texts):
+    a row's top k lie in at most k blocks of `block` columns, and those are among the k blocks with the largest
+    maxima, so only k x block candidates per row are partitioned.
+    """
+    n, m = scores.shape
+    if m <= 4 * k * block:
+        near = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        block_max = np.maximum.reduceat(scores, np.arange(0, m, block), axis=1)
+        blocks = np.argpartition(-block_max, k - 1, axis=1)[:, :k]
+        columns = (blocks[:, :, None] * block + np.arange(block)).reshape(n, -1)
+        outside = columns >= m  # the last block may be short
+        candidates = np.take_along_axis(scores, np.minimum(columns, m - 1), axis=1)
+        candidates[outside] = -np.inf
+        near = np.take_along_axis(columns, np.argpartition(-candidates, k - 1, axis=1)[:, :k], axis=1)
+    return np.sort(near, axis=1)
+
+
 def best_f1_threshold(y: np.ndarray, proba: np.ndarray, low: float = 0.05, high: float = 0.95) -> float:
     """Threshold in [low, high] maximising F1 of proba >= t (midpoint between neighbouring scores)."""
     if y.sum() == 0:
@@ -222,7 +243,7 @@ class SectorClassifier(BaseEstimator):
         out = np.zeros((len(emb_query), Y_train.shape[1]))
         for start in range(0, len(emb_query), 2048):  # bounded memory on a large batch
             sims = emb_query[start : start + 2048] @ emb_train.T
-            near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            near = top_k_columns(sims, k)
             w = np.clip(np.take_along_axis(sims, near, axis=1), 0, None)
             out[start : start + 2048] = np.einsum("qk,qks->qs", w, Y_train[near]) / np.maximum(w.sum(axis=1, keepdims=True), 1e-9)
         return out
