@@ -28,7 +28,9 @@ TRAIN_JOBS = -1  # threads fitting the sectors' models side by side (joblib: -1 
 # classify
 CHUNK_ROWS = 2048  # register rows per chunk
 FAST_AGREEMENT = 0.97  # fast path: share of firms whose whole label set equals the transformer's
-FAST_WORKERS = os.cpu_count() or 1  # fast path: processes sharing the static pass (1: in the classify process itself)
+# fast path: processes sharing the static pass (1: in the classify process itself); the cores this process may use,
+# at most 8 (each holds the model and head, ~0.3 GiB)
+FAST_WORKERS = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 FASTPATH_SAMPLE = 2000  # register firms embedded with the transformer to fit the fast head
 ENCODER_ENGINES = ("torch", "onnx-int8")  # torch: fp32 or bf16 (use_bf16); onnx-int8: rtic.embed.int8, made here from the same weights
 ENCODER_ENGINE = "torch"  # onnx-int8 changes some labels, so it is opt-in (README)

@@ -539,7 +539,7 @@ class FastScorer:
     """Callable like the transformer scorer: DataFrame(firm_id, text) → wide predictions + `scored_by`.
 
     The static pass (tokens, TF-IDF, the classifier's linear parts) is mostly single-threaded Python, so with
-    `workers` > 1 a batch of at least MIN_ROWS_PER_WORKER rows per worker is split across that many processes
+    `workers` > 1 a batch is split across up to that many processes, at least MIN_ROWS_PER_WORKER rows each
     (started on first use, each sent the classifier and head once); the firms re-scored by the transformer run here,
     where torch uses every core itself. Each firm's logits are computed on its own, so the split changes no label.
     """
@@ -606,10 +606,11 @@ class FastScorer:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each sector's calibrated logit from the fast pass (exact but for the approximated embedding)."""
         texts = list(texts)
-        if self.workers < 2 or len(texts) < 2 * MIN_ROWS_PER_WORKER:
+        n_slices = min(self.workers, len(texts) // MIN_ROWS_PER_WORKER)
+        if n_slices < 2:
             return calibrated_logits(self.clf, self.encoder, texts)
         # Slices by characters, not rows, so that one worker does not get all the long pages.
-        ends = np.searchsorted(np.cumsum([len(t) for t in texts]), np.linspace(0, sum(map(len, texts)), self.workers + 1)[1:-1])
+        ends = np.searchsorted(np.cumsum([len(t) for t in texts]), np.linspace(0, sum(map(len, texts)), n_slices + 1)[1:-1])
         slices = [part.tolist() for part in np.split(np.array(texts, dtype=object), ends) if len(part)]
         from concurrent.futures.process import BrokenProcessPool
 
