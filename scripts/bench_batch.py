@@ -75,61 +75,62 @@ import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from rtic.config import Settings
-mode, register, out = sys.argv[1], sys.argv[2], sys.argv[3]
-settings = Settings.from_env()
-# The transformer's weights load lazily on first use (seconds, once per process): timed apart and left out,
-# so rates are steady-state rates whatever the register size.
-import rtic.embed.encoder
-load = rtic.embed.encoder.Encoder._load
-loading = [0.0]
-def timed_load(self):
-    if self._model is not None:
-        return self._model
-    start = time.monotonic()
-    try:
-        return load(self)
-    finally:
-        loading[0] += time.monotonic() - start
-rtic.embed.encoder.Encoder._load = timed_load
-t = time.monotonic()
-extra = {{}}
-if mode == "naive":
-    # The obvious program: read the whole register, embed and predict everything at once, write.
-    # Timed from the same point as the engines: model loaded.
-    from datetime import datetime, timezone
-    from rtic.mlops import registry
-    from rtic.score.batch import to_long
-    from rtic.tables import read_table, write_atomically
-    loaded = registry.open_model(None, settings)
-    ref, model = loaded.ref, loaded.pyfunc
+if __name__ == "__main__":  # spawned worker processes import this file again: they must not re-run it
+    mode, register, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    settings = Settings.from_env()
+    # The transformer's weights load lazily on first use (seconds, once per process): timed apart and left out,
+    # so rates are steady-state rates whatever the register size.
+    import rtic.embed.encoder
+    load = rtic.embed.encoder.Encoder._load
+    loading = [0.0]
+    def timed_load(self):
+        if self._model is not None:
+            return self._model
+        start = time.monotonic()
+        try:
+            return load(self)
+        finally:
+            loading[0] += time.monotonic() - start
+    rtic.embed.encoder.Encoder._load = timed_load
     t = time.monotonic()
-    df = read_table(register, "register")
-    df = df[df["text"].str.strip() != ""].reset_index(drop=True)
-    predictions = model.predict(df[["firm_id", "text"]])
-    labels = to_long(predictions, df["text"], model.metadata.metadata["sector_ids"], ref, "x", datetime.now(timezone.utc).isoformat())
-    write_atomically(labels, out)
-else:
-    from rtic.score.batch import classify_register
-    risk = {{"static": 1.0, "static1": 1.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
-    import logging
-    ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
-    class FirstLine(logging.Handler):
-        def emit(self, record):
-            if not ready:
-                ready.append(time.monotonic())
-    logging.getLogger("rtic.score.batch").addHandler(FirstLine())
-    logging.getLogger("rtic.score.batch").setLevel(logging.INFO)
-    from rtic import config
-    workers = 1 if mode == "static1" else config.FAST_WORKERS  # static1: the static pass in this one process
-    r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static", "static1")), fast_risk=risk,
-                          restart=True, fast_workers=workers)
-    extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk,
-              "workers": workers if mode != "stream" else 0}}
-    t = ready[0]
-print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  # the fast path's static-pass workers (stopped and reaped by now): the largest one's peak
-                  "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}}))
+    extra = {{}}
+    if mode == "naive":
+        # The obvious program: read the whole register, embed and predict everything at once, write.
+        # Timed from the same point as the engines: model loaded.
+        from datetime import datetime, timezone
+        from rtic.mlops import registry
+        from rtic.score.batch import to_long
+        from rtic.tables import read_table, write_atomically
+        loaded = registry.open_model(None, settings)
+        ref, model = loaded.ref, loaded.pyfunc
+        t = time.monotonic()
+        df = read_table(register, "register")
+        df = df[df["text"].str.strip() != ""].reset_index(drop=True)
+        predictions = model.predict(df[["firm_id", "text"]])
+        labels = to_long(predictions, df["text"], model.metadata.metadata["sector_ids"], ref, "x", datetime.now(timezone.utc).isoformat())
+        write_atomically(labels, out)
+    else:
+        from rtic.score.batch import classify_register
+        risk = {{"static": 1.0, "static1": 1.0}}.get(mode, float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None)
+        import logging
+        ready = []  # the first progress line comes once the model (and fast head) are loaded: time the firms from there
+        class FirstLine(logging.Handler):
+            def emit(self, record):
+                if not ready:
+                    ready.append(time.monotonic())
+        logging.getLogger("rtic.score.batch").addHandler(FirstLine())
+        logging.getLogger("rtic.score.batch").setLevel(logging.INFO)
+        from rtic import config
+        workers = 1 if mode == "static1" else config.FAST_WORKERS  # static1: the static pass in this one process
+        r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static", "static1")), fast_risk=risk,
+                              restart=True, fast_workers=workers)
+        extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk,
+                  "workers": workers if mode != "stream" else 0}}
+        t = ready[0]
+    print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      # the fast path's static-pass workers (stopped and reaped by now): the largest one's peak
+                      "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}}))
 """
 
 

@@ -276,6 +276,7 @@ def test_the_static_pass_shared_by_worker_processes_gives_the_same_scores_and_la
         res = run_cli("classify", str(register), "--out", str(tmp_path / f"w{workers}.parquet"), "--fast", "--fast-risk", "0.5",
                       "--chunk-rows", "300", "--fast-workers", workers, home=settings.home)
         assert res.returncode == 0, res.stderr
+        assert "static-pass worker stopped" not in res.stderr  # the workers ran (`python -m rtic.cli` is not re-run by spawn)
         outputs.append(pd.read_parquet(tmp_path / f"w{workers}.parquet").drop(columns=["classified_at", "probability"]))
     pd.testing.assert_frame_equal(outputs[0], outputs[1])
 

@@ -542,6 +542,8 @@ class FastScorer:
     `workers` > 1 a batch is split across up to that many processes, at least MIN_ROWS_PER_WORKER rows each
     (started on first use, each sent the classifier and head once); the firms re-scored by the transformer run here,
     where torch uses every core itself. Each firm's logits are computed on its own, so the split changes no label.
+    The workers are spawned (never forked), so a script that calls this must guard its entry point
+    (`if __name__ == "__main__":`), as with any spawned multiprocessing; `rtic` and `python -m rtic.cli` do.
     """
 
     def __init__(self, clf, head: FastHead, transformer: Callable[[pd.DataFrame], pd.DataFrame], risk: float, head_path: Path,
