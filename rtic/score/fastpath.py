@@ -34,10 +34,13 @@ import copy
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
@@ -516,6 +519,11 @@ def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, c
     return head, path
 
 
+def mapped_encoder(table: np.ndarray | None, matrix: np.ndarray | None) -> "MappedEncoder | None":
+    """The fast pass's encoder from a head's table and map (None: the model uses no embedding)."""
+    return MappedEncoder(StaticEncoder(table), matrix) if matrix is not None else None
+
+
 _WORKER: tuple | None = None  # in a static-pass worker process: (classifier, mapped encoder)
 
 
@@ -527,7 +535,7 @@ def _start_worker(payload: bytes) -> None:
 
     threadpool_limits(1)
     clf, table, matrix = pickle.loads(payload)
-    _WORKER = (clf, MappedEncoder(StaticEncoder(table), matrix) if matrix is not None else None)
+    _WORKER = (clf, mapped_encoder(table, matrix))
 
 
 def _worker_logits(texts: list[str]) -> np.ndarray:
@@ -550,7 +558,7 @@ class FastScorer:
                  workers: int = config.FAST_WORKERS):
         self.clf = clf
         self.head = head
-        self.encoder = MappedEncoder(StaticEncoder(head.table), head.matrix) if head.matrix is not None else None
+        self.encoder = mapped_encoder(head.table, head.matrix)
         self.cut = threshold_logits(clf)
         self.transformer = transformer
         self.risk = float(risk)
@@ -560,9 +568,6 @@ class FastScorer:
 
     def _static_pool(self):
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             # spawn, not fork: the parent may have torch's thread pools running (forking those can deadlock).
             payload = pickle.dumps((self.clf, self.head.table, self.head.matrix), protocol=pickle.HIGHEST_PROTOCOL)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -614,8 +619,6 @@ class FastScorer:
         # Slices by characters, not rows, so that one worker does not get all the long pages.
         ends = np.searchsorted(np.cumsum([len(t) for t in texts]), np.linspace(0, sum(map(len, texts)), n_slices + 1)[1:-1])
         slices = [part.tolist() for part in np.split(np.array(texts, dtype=object), ends) if len(part)]
-        from concurrent.futures.process import BrokenProcessPool
-
         try:
             return np.vstack(list(self._static_pool().map(_worker_logits, slices)))
         except BrokenProcessPool as exc:  # a worker died (killed, out of memory): carry on in this process, losing nothing
