@@ -69,13 +69,39 @@ def child(args: list[str], env: dict) -> tuple[float, str]:
     return time.monotonic() - start, proc.stdout
 
 
-# The children: each prints one JSON line with its own peak RSS (ru_maxrss of the process itself).
+# The children: each prints one JSON line with its own peak RSS. Not ru_maxrss: Linux carries it over fork and exec, so
+# a child would report at least this benchmark's own RSS at the moment it was started. VmHWM is the peak of the
+# process's own memory since its exec.
 CHILD = r"""
-import json, resource, sys, time
+import json, os, sys, threading, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from rtic.config import Settings
+
+def high_water_mib(pid="self"):
+    try:
+        with open(f"/proc/{{pid}}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # the process has gone
+        return 0.0
+
+def child_pids():
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{{task}}/children") as f:
+            pids.update(f.read().split())
+    return pids
+
 if __name__ == "__main__":  # spawned worker processes import this file again: they must not re-run it
+    # The fast path's static-pass workers (and multiprocessing's helper) are sampled while they live: their VmHWM
+    # only grows, so the last reading of each is its peak to within the sampling interval.
+    children = {{}}
+    def sample_children():
+        while True:
+            for pid in child_pids():
+                children[pid] = max(children.get(pid, 0.0), high_water_mib(pid))
+            time.sleep(0.2)
+    threading.Thread(target=sample_children, daemon=True).start()
     mode, register, out = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = Settings.from_env()
     # The transformer's weights load lazily on first use (seconds, once per process): timed apart and left out,
@@ -128,9 +154,7 @@ if __name__ == "__main__":  # spawned worker processes import this file again: t
                   "workers": workers if mode != "stream" else 0}}
         t = ready[0]
     print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      # the fast path's static-pass workers (stopped and reaped by now): the largest one's peak
-                      "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}}))
+                      "peak_rss_mib": high_water_mib(), "children_peak_rss_mib": sorted(children.values(), reverse=True), **extra}}))
 """
 
 
@@ -409,7 +433,7 @@ def main() -> None:
     ap.add_argument("--distil", type=int, default=1500, help="short texts to distil on, other firms (default 1500)")
     ap.add_argument("--long-sample", type=int, default=300, help="website-length texts to evaluate on (default 300)")
     ap.add_argument("--long-distil", type=int, default=600, help="website-length texts to distil on, from other pages (default 600)")
-    ap.add_argument("--long-halves", type=int, choices=(1, 2), default=2, help="website-length: both halves (default) or only the first")
+    ap.add_argument("--long-halves", type=int, choices=(0, 1, 2), default=2, help="website-length: both halves (default), only the first, or none (0)")
     ap.add_argument("--risk", type=float, default=None, help="fast-path risk threshold for the end-to-end runs (default: rtic's default, "
                     "the threshold the head's own table gives for 97%% of firms identical)")
     ap.add_argument("--static-firms", type=int, default=3000, help="time the static pass alone over at least this many firms "
@@ -499,7 +523,9 @@ def main() -> None:
             else:
                 p.unlink()
         results[mode] = r = run_engine(mode, big, out, warm, args.chunk_rows, risk=args.risk)
-        workers = f" + {r['workers']} static workers of at most {r['worker_peak_rss_mib']:.0f} MiB each" if r.get("workers") else ""
+        kids = r["children_peak_rss_mib"]
+        workers = (f" + child processes {' + '.join(f'{k:.0f}' for k in kids)} MiB = {r['peak_rss_mib'] + sum(kids):.0f} MiB in all"
+                   if kids else "")
         print(f"{mode:<7}: {args.rows / r['seconds']:8.0f} firms/s  peak RSS {r['peak_rss_mib']:7.0f} MiB{workers}  ({r['seconds']:.0f} s"
               + (f"; start-up: model and head load {r['load_seconds']:.1f} s" if "load_seconds" in r else "") + ")"
               + (f"  {r['escalated'] / args.rows:.1%} re-scored" if mode == "fast" else ""))

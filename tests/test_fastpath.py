@@ -258,6 +258,10 @@ def test_the_static_pass_shared_by_worker_processes_gives_the_same_scores_and_la
     alone = FastScorer.for_model(model, settings, transformer=None, workers=1)
     shared = FastScorer.for_model(model, settings, transformer=None, workers=2)
     try:
+        shared.start(batch_rows=100)  # too few rows per worker: nothing started
+        assert shared._pool is None
+        shared.start(batch_rows=len(texts))
+        assert len(shared._pool._processes) == 2  # started before the first batch, as classify does
         split = shared.logits(texts)
         assert shared._pool is not None  # the split really ran in worker processes
         np.testing.assert_allclose(split, alone.logits(texts), rtol=0, atol=1e-6)

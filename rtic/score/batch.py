@@ -183,6 +183,8 @@ def classify_register(
     previous = Previous(since, parts / "previous.sqlite") if since else None
     when = state["started_at"]  # one timestamp for the run, so a resumed run writes what an unbroken one would
     total, exact = register.estimated_rows
+    if fast:
+        fast_scorer.start(min(total, chunk_rows))
     log.info(f"classifying {'' if exact else '~'}{total:,} firms from {register_path.name} with {ref.name} v{ref.version} "
              f"(taxonomy {model_taxonomy}; {'fast path' if fast else 'transformer'}; chunks of {chunk_rows:,}; text from {source.describe()})"
              + (f"; resuming from {parts}" if resumed else ""))

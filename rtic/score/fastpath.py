@@ -538,6 +538,10 @@ def _start_worker(payload: bytes) -> None:
     _WORKER = (clf, mapped_encoder(table, matrix))
 
 
+def _worker_ready() -> int:
+    return os.getpid()
+
+
 def _worker_logits(texts: list[str]) -> np.ndarray:
     clf, encoder = _WORKER
     return calibrated_logits(clf, encoder, texts)
@@ -573,6 +577,22 @@ class FastScorer:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(payload,))
         return self._pool
+
+    def start(self, batch_rows: int) -> None:
+        """Start the static-pass workers now if batches of `batch_rows` will use them: their start-up (each imports the
+        classifier and receives it with the head, a few seconds) is then part of loading, not of the first batch."""
+        if min(self.workers, batch_rows // MIN_ROWS_PER_WORKER) >= 2:
+            pool = self._static_pool()
+            try:
+                for started in [pool.submit(_worker_ready) for _ in range(self.workers)]:  # each submit starts a process
+                    started.result()
+            except BrokenProcessPool as exc:
+                self._in_process(exc)
+
+    def _in_process(self, exc: BaseException) -> None:
+        log.warning(f"fast path: a static-pass worker stopped ({exc}); scoring in this process from now on")
+        self.close()
+        self.workers = 1
 
     def close(self) -> None:
         """Stop the static-pass workers (if any were started)."""
@@ -622,9 +642,7 @@ class FastScorer:
         try:
             return np.vstack(list(self._static_pool().map(_worker_logits, slices)))
         except BrokenProcessPool as exc:  # a worker died (killed, out of memory): carry on in this process, losing nothing
-            log.warning(f"fast path: a static-pass worker stopped ({exc}); scoring in this process from now on")
-            self.close()
-            self.workers = 1
+            self._in_process(exc)
             return calibrated_logits(self.clf, self.encoder, texts)
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
