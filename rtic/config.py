@@ -28,9 +28,10 @@ TRAIN_JOBS = -1  # threads fitting the sectors' models side by side (joblib: -1 
 # classify
 CHUNK_ROWS = 2048  # register rows per chunk
 FAST_AGREEMENT = 0.97  # fast path: share of firms whose whole label set equals the transformer's
-# fast path: processes sharing the static pass (1: in the classify process itself); the cores this process may use,
-# at most 8 (each holds the model and head, ~0.3 GiB)
-FAST_WORKERS = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+# fast path: processes sharing the static pass (1: in the classify process itself). Measured on 2 cores
+# (scripts/bench_batch.py): 2 workers gave 1.11x on website text, 0.79x on short text, and ~0.65 GiB of RSS each
+# (the fast path's 1M-row peak went from ~0.8 to 2.1 GiB), so one process is the default; more pay on more cores.
+FAST_WORKERS = 1
 FASTPATH_SAMPLE = 2000  # register firms embedded with the transformer to fit the fast head
 ENCODER_ENGINES = ("torch", "onnx-int8")  # torch: fp32 or bf16 (use_bf16); onnx-int8: rtic.embed.int8, made here from the same weights
 ENCODER_ENGINE = "torch"  # onnx-int8 changes some labels, so it is opt-in (README)

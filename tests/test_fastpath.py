@@ -174,8 +174,16 @@ def test_default_risk_is_the_fewest_rescored_whose_firm_agreement_bound_reaches_
     reaching = [row["risk"] for row in table if row["firm_agreement_low"] >= 0.97 or row["rescored"] >= 1]
     assert scorer.risk == reaching[0]
     assert any("for 97.0% of firms identical to the transformer" in line for line in lines)
+    caplog.clear()
     strict = FastScorer.for_model(model, settings, transformer=None, agreement=0.999)
     assert strict.risk <= scorer.risk
+    # A target that needs half the firms re-scored or more is slower than no fast path: said, in one warning.
+    needed = strict.head.risk_for(0.999)["rescored"]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "no faster than classify without --fast" in r.getMessage()]
+    assert len(warned) == (1 if needed >= 0.5 else 0)
+    caplog.clear()
+    FastScorer.for_model(model, settings, transformer=None, agreement=1.0)  # beyond the table: every firm re-scored
+    assert any("needs 100% of firms re-scored" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert [row["rescored"] for row in table] == sorted(row["rescored"] for row in table) and table[-1]["rescored"] == 1.0
     register = write_register(tmp_path / "r.csv", ["a firm that builds batteries"])
     res = run_cli("classify", str(register), "--out", str(tmp_path / "o.parquet"), "--fast", "--fast-agreement", "0.98", "--fast-risk", "0.1", home=settings.home)

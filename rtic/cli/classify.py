@@ -85,8 +85,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--fast-risk", type=float, metavar="P", help="fast path, instead of --fast-agreement: re-score a firm when its estimated "
                    "chance that any of its labels differs from the transformer's is at least P (0: every firm; 1: none)")
     p.add_argument("--fast-workers", type=int, metavar="N", help="fast path: processes that share "
-                   f"the static pass (default {config.FAST_WORKERS}: the cores this process may use, at most 8; 1 runs it in this process); the firms "
-                   "re-scored by the transformer use every core anyway")
+                   f"the static pass (default {config.FAST_WORKERS}: in this process; on 2 cores 2 workers gave only 1.11x on website text and "
+                   "cost ~0.65 GiB each, so use more on machines with more cores); the firms re-scored by the transformer use every core anyway")
     p.add_argument("--encoder", choices=list(config.ENCODER_ENGINES), default=config.ENCODER_ENGINE, help="what embeds the text: torch (the "
                    "bundled model, bf16 where the CPU has it, RTIC_BF16=0 for fp32; default) or onnx-int8 (an int8 ONNX copy made here "
                    "from the same weights by `rtic encoder build`, built on first use: faster, but it changes a few labels, see README)")

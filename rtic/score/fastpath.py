@@ -80,6 +80,9 @@ PREFIX_CHARS = 8 * MAX_TOKENS  # long texts: tokenize a prefix first (exact: see
 LONGEST_WORD = 100  # WordPiece's max_input_chars_per_word: a word cut at the prefix's end yields at most this many tokens
 CONTEXT_PSEUDOCOUNT = 8.0  # a token seen n times: (n x its contextual average + 8 x its prior) / (n + 8)
 PRIOR_MIN_COUNT = 20  # tokens seen this often fit the out-of-context -> contextual map that makes the prior
+# Re-scoring half the firms or more, the fast path was measured no faster than the transformer alone (directory
+# one-liners, scripts/bench_batch.py): classify warns that the default engine is the better choice for such text.
+RESCORED_NOT_WORTH_IT = 0.5
 MIN_ROWS_PER_WORKER = 64  # smaller batches are scored in-process: handing them to workers costs more than it saves
 
 
@@ -628,6 +631,10 @@ class FastScorer:
                      f"identical to the transformer (cross-fitted on the head's corpus, {head.corpus}: {row['rescored']:.1%} re-scored, "
                      f"{row['firm_agreement']:.2%} of firms identical, 95% lower bound {row['firm_agreement_low']:.2%}; "
                      f"{row['cell_agreement']:.2%} of decisions)")
+            if row["rescored"] >= RESCORED_NOT_WORTH_IT:
+                log.warning(f"fast path: {target:.1%} of firms identical needs {row['rescored']:.0%} of firms re-scored by the transformer "
+                            "on this kind of text; at that share --fast is no faster than classify without --fast "
+                            "(short text: the transformer is cheap and the static pass errs on more firms)")
         return cls(clf, head, transformer, risk, path, workers=workers)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
