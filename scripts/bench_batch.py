@@ -147,7 +147,8 @@ if __name__ == "__main__":  # spawned worker processes import this file again: t
         logging.getLogger("rtic.score.batch").addHandler(FirstLine())
         logging.getLogger("rtic.score.batch").setLevel(logging.INFO)
         from rtic import config
-        workers = 1 if mode == "static1" else config.FAST_WORKERS  # static1: the static pass in this one process
+        # static: the static pass shared by one worker per core; static1: in this one process; fast: rtic's default
+        workers = {{"static": max(2, os.cpu_count() or 1), "static1": 1}}.get(mode, config.FAST_WORKERS)
         r = classify_register(register, out, settings, chunk_rows=int(sys.argv[4]), fast=(mode in ("fast", "static", "static1")), fast_risk=risk,
                               restart=True, fast_workers=workers)
         extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk,
