@@ -88,20 +88,23 @@ def high_water_mib(pid="self"):
 def child_pids():
     pids = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{{task}}/children") as f:
-            pids.update(f.read().split())
+        try:
+            with open(f"/proc/self/task/{{task}}/children") as f:
+                pids.update(f.read().split())
+        except OSError:  # a thread that ended since the listing
+            pass
     return pids
 
 if __name__ == "__main__":  # spawned worker processes import this file again: they must not re-run it
     # The fast path's static-pass workers (and multiprocessing's helper) are sampled while they live: their VmHWM
     # only grows, so the last reading of each is its peak to within the sampling interval.
-    children = {{}}
+    children, finished = {{}}, threading.Event()
     def sample_children():
-        while True:
+        while not finished.wait(0.2):
             for pid in child_pids():
                 children[pid] = max(children.get(pid, 0.0), high_water_mib(pid))
-            time.sleep(0.2)
-    threading.Thread(target=sample_children, daemon=True).start()
+    sampler = threading.Thread(target=sample_children, daemon=True)
+    sampler.start()
     mode, register, out = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = Settings.from_env()
     # The transformer's weights load lazily on first use (seconds, once per process): timed apart and left out,
@@ -154,7 +157,10 @@ if __name__ == "__main__":  # spawned worker processes import this file again: t
         extra = {{"escalated": r.n_escalated, "classified": r.n_classified, "load_seconds": ready[0] - t, "risk": r.fast_risk,
                   "workers": workers if mode != "stream" else 0}}
         t = ready[0]
-    print(json.dumps({{"seconds": time.monotonic() - t - loading[0], "weights_load_seconds": loading[0],
+    seconds = time.monotonic() - t - loading[0]
+    finished.set()
+    sampler.join()  # so that `children` is not changed while it is read
+    print(json.dumps({{"seconds": seconds, "weights_load_seconds": loading[0],
                       "peak_rss_mib": high_water_mib(), "children_peak_rss_mib": sorted(children.values(), reverse=True), **extra}}))
 """
 

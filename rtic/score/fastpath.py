@@ -541,10 +541,6 @@ def _start_worker(payload: bytes) -> None:
     _WORKER = (clf, mapped_encoder(table, matrix))
 
 
-def _worker_ready() -> int:
-    return os.getpid()
-
-
 def _worker_logits(texts: list[str]) -> np.ndarray:
     clf, encoder = _WORKER
     return calibrated_logits(clf, encoder, texts)
@@ -587,7 +583,7 @@ class FastScorer:
         if min(self.workers, batch_rows // MIN_ROWS_PER_WORKER) >= 2:
             pool = self._static_pool()
             try:
-                for started in [pool.submit(_worker_ready) for _ in range(self.workers)]:  # each submit starts a process
+                for started in [pool.submit(os.getpid) for _ in range(self.workers)]:  # each submit starts a process
                     started.result()
             except BrokenProcessPool as exc:
                 self._in_process(exc)
