@@ -85,7 +85,9 @@ def high_water_mib(pid="self"):
     except (OSError, StopIteration):  # the process has gone
         return 0.0
 
-def child_pids():
+# This process's multiprocessing children (the static-pass workers and the resource tracker). Others are left out: a
+# short-lived subprocess read between its fork and its exec would show this process's own memory.
+def worker_pids():
     pids = set()
     for task in os.listdir("/proc/self/task"):
         try:
@@ -93,7 +95,13 @@ def child_pids():
                 pids.update(f.read().split())
         except OSError:  # a thread that ended since the listing
             pass
-    return pids
+    def is_worker(pid):
+        try:
+            with open(f"/proc/{{pid}}/cmdline", "rb") as f:
+                return b"multiprocessing" in f.read()
+        except OSError:
+            return False
+    return {{pid for pid in pids if is_worker(pid)}}
 
 if __name__ == "__main__":  # spawned worker processes import this file again: they must not re-run it
     # The fast path's static-pass workers (and multiprocessing's helper) are sampled while they live: their VmHWM
@@ -101,7 +109,7 @@ if __name__ == "__main__":  # spawned worker processes import this file again: t
     children, finished = {{}}, threading.Event()
     def sample_children():
         while not finished.wait(0.2):
-            for pid in child_pids():
+            for pid in worker_pids():
                 children[pid] = max(children.get(pid, 0.0), high_water_mib(pid))
     sampler = threading.Thread(target=sample_children, daemon=True)
     sampler.start()
