@@ -14,7 +14,7 @@ Methods, all trained on the same labelled file (default: the seed data):
 - `retrained`: `rtic train` exactly as a user runs it (no outer CV), into a scratch registry;
 - TF-IDF + LR and MiniLM + LR baselines (balanced logistic regression per sector, threshold 0.5).
 
-Usage:  .venv/bin/python scripts/bench_quality.py [--labels FILE] [--model URI] [--skip-retrain]
+Usage:  .venv/bin/python scripts/bench_quality.py [--labels FILE] [--model URI] [--skip-retrain] [--encoder-model NAME]
 About 10 minutes on 2 cores the first time (embedding the gold texts and the seed data), a few minutes
 once the embedding cache holds them.
 """
@@ -34,10 +34,11 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from rtic import config
 from rtic.config import DEFAULT_SEED_LABELS, Settings
 from rtic.contracts import assigned_column, probability_column
 from rtic.crawl.crawler import analyse_page
-from rtic.embed.encoder import Encoder
+from rtic.embed.encoder import ENCODER_MODELS, Encoder
 from rtic.labels import read_labels
 from rtic.model.evaluation import macro_over, precision_at_share, sector_report
 from rtic.taxonomy import load_taxonomy
@@ -138,6 +139,8 @@ def main() -> int:
     parser.add_argument("--model", help="registered model to score as `champion` (default: the champion in RTIC_HOME)")
     parser.add_argument("--skip-champion", action="store_true")
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--encoder-model", default=config.ENCODER_MODEL, choices=list(ENCODER_MODELS),
+                        help="the encoder of the retrained model (the baselines always use MiniLM)")
     args = parser.parse_args()
     settings = Settings.from_env()
     taxonomy = load_taxonomy()
@@ -148,6 +151,9 @@ def main() -> int:
     eval_texts = {"firms": list(firms["text"]), "pages": list(pages["text"])}
     encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16)
     encoder.encode(eval_texts["firms"] + eval_texts["pages"])
+    if args.encoder_model != encoder.model.name and not args.skip_retrain:
+        Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, model=args.encoder_model).encode(
+            eval_texts["firms"] + eval_texts["pages"])
     print(f"gold sets loaded and embedded in {time.perf_counter() - started:.0f}s "
           f"({len(firms)} firms, {len(pages)} pages; embedding cache {settings.resolved_embedding_cache})", flush=True)
 
@@ -167,10 +173,10 @@ def main() -> int:
             # A scratch registry, this machine's embedding cache: nothing is embedded twice.
             retrain_settings = replace(settings, home=Path(scratch), tracking_uri=None, embedding_cache=settings.resolved_embedding_cache)
             start = time.perf_counter()
-            result = train(retrain_settings, labels_path=args.labels, cv=0)
-            print(f"\nretrained on {args.labels.name} in {time.perf_counter() - start:.0f}s")
+            result = train(retrain_settings, labels_path=args.labels, cv=0, encoder_name=args.encoder_model)
+            print(f"\nretrained on {args.labels.name} with {args.encoder_model} in {time.perf_counter() - start:.0f}s")
             _, pred = registered_predictions(None, retrain_settings, eval_texts, sector_ids)
-            summaries.append(scores(f"retrained (rtic train, v{result.version})", firms, pages, pred["firms"], pred["pages"], sector_ids, shares))
+            summaries.append(scores(f"retrained (rtic train --encoder-model {args.encoder_model}, v{result.version})", firms, pages, pred["firms"], pred["pages"], sector_ids, shares))
     labelled = read_labels(args.labels, taxonomy)
     for name, pred in baselines(labelled.texts, labelled.Y, encoder, eval_texts).items():
         summaries.append(scores(f"{name} (trained on {args.labels.name})", firms, pages, pred["firms"], pred["pages"], sector_ids, shares))

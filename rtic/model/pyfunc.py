@@ -20,7 +20,7 @@ class SectorModel(PythonModel):
     def load_context(self, context):
         import joblib
 
-        from rtic.embed.encoder import Encoder
+        from rtic.embed.encoder import Encoder, encoder_of_record
 
         try:
             with open(context.artifacts["meta"], encoding="utf-8") as fh:
@@ -38,6 +38,7 @@ class SectorModel(PythonModel):
             cache_path=config.get("embedding_cache") or None,
             use_bf16=None if config.get("use_bf16") in (None, "") else config.get("use_bf16"),
             batch_size=int(config.get("batch_size") or 32),
+            model=encoder_of_record(self.meta),
         )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

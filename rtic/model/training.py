@@ -20,7 +20,7 @@ import pandas as pd
 from rtic.mlops import registry
 from rtic.model.classifier import SectorClassifier
 from rtic.config import DEFAULT_SEED_LABELS, DEFAULT_TAXONOMY, MODEL_NAME, REPO_ROOT, Settings
-from rtic.embed.encoder import Encoder, file_sha256
+from rtic.embed.encoder import Encoder, encoder_model, file_sha256
 from rtic.errors import RticError
 from rtic.model.evaluation import (
     misclassified,
@@ -153,6 +153,7 @@ def train(
     cv: int = config.CV_FOLDS,
     ignore_unknown: bool = False,
     description_prior: bool = False,
+    encoder_name: str = config.ENCODER_MODEL,
 ) -> TrainResult:
     """Cross-validate (cv folds; 0 skips it), fit on every labelled firm, log and register the model."""
     import joblib
@@ -165,6 +166,7 @@ def train(
     if not 0 <= seed < 2**32:
         raise RticError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     labels_path = Path(labels_path) if labels_path else DEFAULT_SEED_LABELS
+    encoder_spec = encoder_model(encoder_name)  # an unknown name fails here, before any work
     taxonomy = load_taxonomy(taxonomy_path)
     firms = read_labels(labels_path, taxonomy, ignore_unknown=ignore_unknown)
     for w in firms.warnings:
@@ -177,8 +179,9 @@ def train(
         shares = expected_shares(taxonomy)
         mlflow.set_tags({"taxonomy_version": taxonomy.version, "rtic.task": "train", **run_provenance(seed)})
 
-        encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size)
-        log.info(f"embedding {len(firms.texts)} labelled firms (cached in {settings.resolved_embedding_cache}) …")
+        encoder = Encoder(cache_path=settings.resolved_embedding_cache, use_bf16=settings.use_bf16, batch_size=settings.batch_size,
+                          model=encoder_spec)
+        log.info(f"embedding {len(firms.texts)} labelled firms with {encoder_spec.name} (cached in {settings.resolved_embedding_cache}) …")
         encoder.encode(firms.texts)
         log.info(f"  {encoder.texts_embedded} embedded now, {len(firms.texts) - encoder.texts_embedded} from cache")
 
@@ -209,7 +212,7 @@ def train(
         mlflow.log_params({
             "labels_file": str(labels_path), "labels_sha256": labels_sha, "n_firms": len(firms.texts),
             "taxonomy_version": taxonomy.version, "features": features, "C": C, "seed": seed,
-            "embedding_model": encoder.model_key, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
+            "embedding_model": encoder.model_key, "encoder_model": encoder_spec.name, "cv_folds": cv, "calibration_folds": classifier.cv, "description_prior": description_prior,
             "second_stage": classifier.stack or "none", "neighbours": classifier.neighbours, "max_ordinary_rate": classifier.max_ordinary_rate,
         })
         # Unprefixed names carry the honest figures (cross-validation when run), as in evaluation runs.
@@ -223,6 +226,7 @@ def train(
         clf_path = tmp / "classifier.joblib"
         joblib.dump(classifier, clf_path)
         meta = {"taxonomy_version": taxonomy.version, "sector_ids": taxonomy.sector_ids, "embedding_model": encoder.model_key,
+                "encoder_model": encoder_spec.name,
                 "labels_sha256": labels_sha, "thresholds": dict(zip(taxonomy.sector_ids, map(float, classifier.thresholds_)))}
         example = pd.DataFrame({"firm_id": [firms.firm_ids[0]], "text": [firms.texts[0][:300]]})
         log.info("logging and registering the model in MLflow …")

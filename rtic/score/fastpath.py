@@ -1,8 +1,8 @@
 """The fast path: a cheap static pass over every firm, the transformer only where it could change a label.
 
-Static model (model2vec-style distillation, made here, never downloaded): every token of the bundled
-all-MiniLM-L6-v2 vocabulary is run through the transformer once as `[CLS] token [SEP]`, mean-pooled like
-the sentence model, and the vocabulary's mean vector is subtracted (the component every token shares).
+Static model (model2vec-style distillation, made here, never downloaded): every token of the vocabulary of
+the encoder the model was trained with (all-MiniLM-L6-v2 by default; one table per encoder) is run through
+that transformer once as `[CLS] token [SEP]`, mean-pooled like the sentence model, and the vocabulary's mean vector is subtracted (the component every token shares).
 A text's static embedding is the mean of its tokens' vectors — a table look-up, no transformer.
 
 Head (distilled *scores*, not labels): the registered model is, per sector, a logistic regression on
@@ -52,7 +52,7 @@ import pandas as pd
 
 from rtic.model.classifier import lead_snippet
 from rtic.config import DEFAULT_SEED_LABELS, Settings
-from rtic.embed.encoder import WEIGHTS_SHA256, bundled_model_dir, verify_weights
+from rtic.embed.encoder import MINILM, EncoderModel, encoder_model, verify_weights
 from rtic.errors import RticError
 from rtic.progress import rate_eta
 from rtic.contracts import assigned_column, probability_column
@@ -61,7 +61,7 @@ from rtic import config
 
 log = logging.getLogger(__name__)
 
-STATIC_METHOD = "minilm-static-v1"  # change when the distillation recipe changes
+STATIC_METHOD = "static-v1"  # change when the distillation recipe changes
 HEAD_METHOD = "contextual-table-v5"  # change when the head recipe changes: cached heads are then rebuilt
 # By default the risk threshold is the one re-scoring fewest firms whose cross-fitted share of identical label
 # sets on the head's own corpus (the register sample) reaches DEFAULT_AGREEMENT at its 95% lower bound:
@@ -75,8 +75,7 @@ MIN_CORPUS = 50
 RIDGE_LAMBDAS = (0.01, 0.1, 1.0)  # picked by cross-fitted error of the approximated embedding
 FOLDS = 5
 SIGMA_BAND = 3.0  # logits either side of a threshold where the residual is measured
-MAX_TOKENS = 8 * 254  # the transformer reads at most 8 windows of 254 tokens; read the same text
-PREFIX_CHARS = 8 * MAX_TOKENS  # long texts: tokenize a prefix first (exact: see StaticEncoder.token_ids)
+WINDOWS = 8  # the transformer reads at most 8 windows of its sequence length (Encoder.max_chunks); read the same text
 LONGEST_WORD = 100  # WordPiece's max_input_chars_per_word: a word cut at the prefix's end yields at most this many tokens
 CONTEXT_PSEUDOCOUNT = 8.0  # a token seen n times: (n x its contextual average + 8 x its prior) / (n + 8)
 PRIOR_MIN_COUNT = 20  # tokens seen this often fit the out-of-context -> contextual map that makes the prior
@@ -90,13 +89,13 @@ def static_dir(settings: Settings) -> Path:
     return settings.home / "static"
 
 
-def static_model_path(settings: Settings) -> Path:
-    return static_dir(settings) / f"{STATIC_METHOD}.npy"
+def static_model_path(settings: Settings, model: EncoderModel = MINILM) -> Path:
+    return static_dir(settings) / f"{model.name}-{STATIC_METHOD}.npy"
 
 
-def build_static_model(settings: Settings, force: bool = False, batch: int = 1024) -> Path:
-    """Distil the token table from the bundled MiniLM into models/static/ (offline; about a minute)."""
-    path = static_model_path(settings)
+def build_static_model(settings: Settings, force: bool = False, batch: int = 1024, model: EncoderModel = MINILM) -> Path:
+    """Distil the token table from the encoder `model` into models/static/ (offline; about a minute for MiniLM)."""
+    path = static_model_path(settings, model)
     if path.exists() and not force:
         return path
     import torch
@@ -105,8 +104,9 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
 
     transformers.utils.logging.disable_progress_bar()
 
-    model_dir = bundled_model_dir()
-    verify_weights(model_dir)
+    spec = model
+    model_dir = spec.model_dir()
+    verify_weights(model_dir, spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
@@ -126,16 +126,17 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     table -= table.mean(axis=0, keepdims=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to a name
         np.save(fh, table)
-    meta = {"method": STATIC_METHOD, "source_weights_sha256": WEIGHTS_SHA256, "vocab": vocab, "dims": int(table.shape[1])}
+    meta = {"method": STATIC_METHOD, "encoder_model": spec.name, "source_weights_sha256": spec.weights_sha256, "vocab": vocab,
+            "dims": int(table.shape[1])}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return path
 
 
-@lru_cache(maxsize=1)
-def _tokenizer():
+@lru_cache(maxsize=4)
+def _tokenizer(model_name: str):
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(bundled_model_dir() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(encoder_model(model_name).model_dir() / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
@@ -151,42 +152,45 @@ def mean_of_tokens(table: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarra
 
 
 class StaticEncoder:
-    """Texts → L2-normalised mean of static token vectors (same tokenizer as the transformer)."""
+    """Texts → L2-normalised mean of static token vectors (same tokenizer as the transformer `model`)."""
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, model: EncoderModel = MINILM):
         self.vectors = np.asarray(vectors, dtype=np.float32)
-        self.tokenizer = _tokenizer()
+        self.model = model
+        self.tokenizer = _tokenizer(model.name)
+        self.max_tokens = WINDOWS * (model.max_seq_length - 2)  # the windows' tokens, special tokens apart
+        self.prefix_chars = 8 * self.max_tokens  # long texts: tokenize a prefix first (exact: see token_ids)
 
     @cached_property
     def model_key(self) -> str:  # hashed on first use only: the head's contextual table never needs a key
         return f"{STATIC_METHOD}|{hashlib.sha256(np.ascontiguousarray(self.vectors).data).hexdigest()[:12]}"
 
     @classmethod
-    def load(cls, path: str | Path) -> "StaticEncoder":
-        return cls(np.load(path))
+    def load(cls, path: str | Path, model: EncoderModel = MINILM) -> "StaticEncoder":
+        return cls(np.load(path), model)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Each text's first MAX_TOKENS token ids, as the transformer reads them.
+        """Each text's first `max_tokens` token ids, as the transformer reads them.
 
         A long text is tokenized from a prefix; only when the prefix gives too few tokens to be sure that a word
-        cut at its end cannot reach the first MAX_TOKENS is the whole text tokenized (same ids either way).
+        cut at its end cannot reach the first `max_tokens` is the whole text tokenized (same ids either way).
         """
         texts = ["" if t is None else str(t) for t in texts]
-        encodings = self.tokenizer.encode_batch([t[:PREFIX_CHARS] for t in texts], add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch([t[: self.prefix_chars] for t in texts], add_special_tokens=False)
         ids = [e.ids for e in encodings]
-        redo = [i for i, t in enumerate(texts) if len(t) > PREFIX_CHARS and len(ids[i]) < MAX_TOKENS + LONGEST_WORD]
+        redo = [i for i, t in enumerate(texts) if len(t) > self.prefix_chars and len(ids[i]) < self.max_tokens + LONGEST_WORD]
         for i, e in zip(redo, self.tokenizer.encode_batch([texts[i] for i in redo], add_special_tokens=False)):
             ids[i] = e.ids
-        return [row[:MAX_TOKENS] for row in ids]
+        return [row[: self.max_tokens] for row in ids]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return mean_of_tokens(self.vectors, self.token_ids(texts))
 
     def __getstate__(self):  # the tokenizer is reloaded from the model package, never pickled
-        return {"vectors": self.vectors}
+        return {"vectors": self.vectors, "model": self.model.name}
 
     def __setstate__(self, state):
-        self.__init__(state["vectors"])
+        self.__init__(state["vectors"], encoder_model(state.get("model") or MINILM.name))
 
 
 class TokenMeans:
@@ -509,7 +513,8 @@ def load_head(path: Path) -> FastHead | None:
 def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, corpus: str = "", force: bool = False,
                 measure_on: Sequence[str] | None = None) -> tuple[FastHead, Path]:
     """The cached head for this model version, built when missing (or when `force`, or new `texts` are given)."""
-    base = StaticEncoder.load(build_static_model(settings))
+    encoder = model.classifier.encoder.model  # the transformer the model was trained with: the static table's teacher
+    base = StaticEncoder.load(build_static_model(settings, model=encoder), encoder)
     path = head_path(settings, model.ref, base)
     head = None if (force or texts is not None) else load_head(path)
     if head is None:
@@ -522,9 +527,10 @@ def ensure_head(model, settings: Settings, texts: Sequence[str] | None = None, c
     return head, path
 
 
-def mapped_encoder(table: np.ndarray | None, matrix: np.ndarray | None) -> "MappedEncoder | None":
-    """The fast pass's encoder from a head's table and map (None: the model uses no embedding)."""
-    return MappedEncoder(StaticEncoder(table), matrix) if matrix is not None else None
+def mapped_encoder(table: np.ndarray | None, matrix: np.ndarray | None, model: EncoderModel) -> "MappedEncoder | None":
+    """The fast pass's encoder from a head's table and map (None: the model uses no embedding); `model` is the
+    transformer it approximates, whose tokenizer it reads text with."""
+    return MappedEncoder(StaticEncoder(table, model), matrix) if matrix is not None else None
 
 
 _WORKER: tuple | None = None  # in a static-pass worker process: (classifier, mapped encoder)
@@ -537,8 +543,8 @@ def _start_worker(payload: bytes) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    clf, table, matrix = pickle.loads(payload)
-    _WORKER = (clf, mapped_encoder(table, matrix))
+    clf, table, matrix, model = pickle.loads(payload)
+    _WORKER = (clf, mapped_encoder(table, matrix, encoder_model(model)))
 
 
 def _worker_logits(texts: list[str]) -> np.ndarray:
@@ -561,7 +567,7 @@ class FastScorer:
                  workers: int = config.FAST_WORKERS):
         self.clf = clf
         self.head = head
-        self.encoder = mapped_encoder(head.table, head.matrix)
+        self.encoder = mapped_encoder(head.table, head.matrix, clf.encoder.model)
         self.cut = threshold_logits(clf)
         self.transformer = transformer
         self.risk = float(risk)
@@ -572,7 +578,7 @@ class FastScorer:
     def _static_pool(self):
         if self._pool is None:
             # spawn, not fork: the parent may have torch's thread pools running (forking those can deadlock).
-            payload = pickle.dumps((self.clf, self.head.table, self.head.matrix), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((self.clf, self.head.table, self.head.matrix, self.clf.encoder.model.name), protocol=pickle.HIGHEST_PROTOCOL)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(payload,))
         return self._pool
@@ -672,7 +678,7 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
     if source is not None and register is None:
         raise RticError("--store needs --register (the firms to sample)")
     if model_uri is None and register is None and not registry.has_champion(settings):
-        return build_static_model(settings, force=force), None, None
+        return build_static_model(settings, force=force), None, None  # no model yet: the default encoder's table
     model = registry.open_model(model_uri, settings)  # a missing or damaged model is reported before any long work
     texts, corpus, sampled = None, "", None
     if register is not None:
@@ -682,6 +688,6 @@ def build_fast_path(settings: Settings, model_uri: str | None = None, register: 
         # website text: scripts/bench_batch.py); sigma and the z table still come from the sample alone.
         extra = teacher_texts(model)
         texts, corpus = texts + extra, f"{corpus}, and the model's {len(extra):,} training texts and lead sentences"
-    table = build_static_model(settings, force=force)
+    table = build_static_model(settings, force=force, model=model.classifier.encoder.model)
     head, path = ensure_head(model, settings, texts, corpus, force=force, measure_on=sampled)
     return table, head, path
