@@ -385,8 +385,9 @@ def measure_engines(clf, settings, sets: dict[str, list[str]], long_rate_texts: 
 
     results = {}
     all_sets = {**sets, "website-length": long_rate_texts}
+    spec = clf.encoder.model  # the encoder the model was trained with
     for name, (engine, bf16) in ENGINE_NAMES.items():
-        encoder = Encoder(use_bf16=bf16, engine=engine, int8_dir=settings.int8_dir, batch_size=settings.batch_size)
+        encoder = Encoder(use_bf16=bf16, engine=engine, int8_dir=settings.int8_dir, batch_size=settings.batch_size, model=spec)
         start = time.monotonic()
         encoder._load()  # the one-off load (and, for int8, the digest check), timed apart
         model = copy.copy(clf)
@@ -400,11 +401,11 @@ def measure_engines(clf, settings, sets: dict[str, list[str]], long_rate_texts: 
             row["labels"][set_name], row["vectors"][set_name] = proba >= clf.thresholds_, model.encoder.vectors
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        one = Encoder(use_bf16=bf16, engine=engine, int8_dir=settings.int8_dir, batch_size=settings.batch_size)
+        one = Encoder(use_bf16=bf16, engine=engine, int8_dir=settings.int8_dir, batch_size=settings.batch_size, model=spec)
         if engine == "onnx-int8":
             from rtic.embed.int8 import Int8SentenceModel, int8_path
 
-            one._model = Int8SentenceModel(int8_path(settings.int8_dir), threads=1)
+            one._model = Int8SentenceModel(int8_path(settings.int8_dir, spec), threads=1, model=spec)
         model.encoder = one
         model.predict_proba(["warm-up text for the first call"])
         start = time.monotonic()
@@ -493,7 +494,7 @@ def main() -> None:
     pages = [p for p in pages if p.strip()]
 
     if not args.skip_engines:
-        subprocess.run([sys.executable, "-m", "rtic.cli", "encoder", "build"], cwd=REPO, env={**os.environ, **base_env}, capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", "rtic.cli", "encoder", "build", "--model", clf.encoder.model.name], cwd=REPO, env={**os.environ, **base_env}, capture_output=True, check=True)
         sets = {name: texts[: args.gold_firms] for name, texts in gold_texts().items()}
         long_rate = long_texts(args.engine_long, pages, seed=3)
         report_engines(measure_engines(clf, settings, sets, long_rate, args.engine_one_core), sets, int(np.median([len(t) for t in long_rate])))
@@ -504,7 +505,7 @@ def main() -> None:
     # `fastpath build` would also distil a head on the model's training texts, which every kind below replaces.
     from rtic.score.fastpath import build_static_model
 
-    build_static_model(settings)
+    build_static_model(settings, model=clf.encoder.model)
     # Website-length texts, twice: distil on firms made from one half of the pages, evaluate on firms made
     # from the other half, then the halves swapped; distillation and evaluation never share a page.
     halves = {"long-a": (pages[0::2], pages[1::2]), "long-b": (pages[1::2], pages[0::2])}

@@ -160,11 +160,11 @@ def contrastive_fine_tune(texts: list[str], Y: np.ndarray, iterations: int, seed
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rtic.embed.encoder import bundled_model_dir
+    from rtic.embed.encoder import MINILM
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
+    model = SentenceTransformer(str(MINILM.model_dir()), device="cpu", local_files_only=True)
     key = [tuple(row) for row in Y]
     pairs = []
     for _ in range(iterations):

@@ -164,7 +164,7 @@ def test_companies_house_basic_company_data_as_it_comes(trained, settings, tmp_p
 def test_fast_path_margins(trained, settings, rtic_home, tmp_path):
     res = run_cli("fastpath", "build", home=rtic_home)
     assert res.returncode == 0, res.stderr
-    assert (rtic_home / "static" / "minilm-static-v1.npy").exists()
+    assert (rtic_home / "static" / "all-MiniLM-L6-v2-static-v1.npy").exists()
     register = seed_register(tmp_path / "r.csv", 60, offset=400)
     exact = classify_register(register, tmp_path / "t.parquet", settings, chunk_rows=25)
     transformer = pd.read_parquet(exact.labels_path)

@@ -98,10 +98,6 @@ def encoder_of_record(meta: dict) -> EncoderModel:
     return encoder_model(meta.get("encoder_model") or str(meta.get("embedding_model") or MINILM.model_id).split("|")[0])
 
 
-def bundled_model_dir(model: EncoderModel = MINILM) -> Path:
-    return model.model_dir()
-
-
 def _split_zip_parts(model: EncoderModel) -> list[Path]:
     from importlib import metadata
 
