@@ -131,3 +131,11 @@ def test_the_fast_path_of_an_mpnet_model_is_distilled_from_mpnet(mpnet_home, tmp
     pd.testing.assert_series_equal(runs["0"]["assigned"], exact["assigned"])
     # the static pass approximates mpnet's scores (read with mpnet's tokenizer and table), not some other model's
     assert np.corrcoef(runs["1"]["probability"], exact["probability"])[0, 1] > 0.9
+
+
+@needs_mpnet
+def test_an_environment_that_cannot_be_written_is_one_line(tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("a file where the encoders folder would go")
+    with pytest.raises(RticError, match=r"must be reassembled once into .*cannot be written.*rtic encoder check --model all-mpnet-base-v2"):
+        assembled_model_dir(MPNET, root=blocked)

