@@ -36,7 +36,7 @@ FASTPATH_SAMPLE = 2000  # register firms embedded with the transformer to fit th
 ENCODER_ENGINES = ("torch", "onnx-int8")  # torch: fp32 or bf16 (use_bf16); onnx-int8: rtic.embed.int8, made here from the same weights
 ENCODER_ENGINE = "torch"  # onnx-int8 changes some labels, so it is opt-in (README)
 # the sentence encoder a new model is trained with (rtic.embed.encoder.ENCODER_MODELS); a trained model always
-# uses the one it was trained with. all-mpnet-base-v2 measured +0.03 macro-F1 at ~6x the cost per text (README).
+# uses the one it was trained with. all-mpnet-base-v2 measured +0.04 macro-F1 at 5-9x the cost per text (README).
 ENCODER_MODEL = "all-MiniLM-L6-v2"
 # models promote / ui / label suggest
 PROMOTE_TOLERANCE = 0.01  # allowed drop in macro F1

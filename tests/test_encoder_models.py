@@ -27,7 +27,7 @@ def test_encoders_are_named_by_short_name_or_upstream_id_and_old_models_mean_min
     assert encoder_of_record({"encoder_model": "all-mpnet-base-v2", "embedding_model": "x"}) is MPNET
     assert encoder_of_record({"embedding_model": "sentence-transformers/all-MiniLM-L6-v2|bf16|chunks8"}) is MINILM
     assert encoder_of_record({}) is MINILM
-    with pytest.raises(RticError, match="unknown encoder model"):
+    with pytest.raises(RticError, match="trained with the encoder 'someone/else', which this rtic does not know"):
         encoder_of_record({"embedding_model": "someone/else|fp32|chunks8"})
 
 

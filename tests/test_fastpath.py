@@ -141,7 +141,10 @@ def test_static_token_ids_from_a_prefix_equal_the_whole_texts(model):
     from rtic.score.fastpath import StaticEncoder
 
     static = StaticEncoder(np.zeros((30527, 4), dtype=np.float32), model)
-    assert static.max_tokens == 8 * (model.max_seq_length - 2)  # the windows the transformer reads
+    from rtic.embed.encoder import Encoder
+
+    # the windows the transformer itself reads (its loaded max_seq_length, not the record's number)
+    assert static.max_tokens == 8 * (Encoder(model=model)._load().max_seq_length - 2)
     prose = " ".join(SEED["text"].tolist())[: 3 * static.prefix_chars]
     odd_words = ("x" * 99 + " ") * (static.prefix_chars // 50)  # long words: the prefix alone would be too few tokens to be sure
     short = "Heat pumps for social housing."

@@ -138,7 +138,7 @@ def add_train_parser(sub) -> None:
                    help="also learn from each sector's description and key phrases (helps sectors with few seed firms)")
     p.add_argument("--encoder-model", choices=list(ENCODER_MODELS), default=config.ENCODER_MODEL,
                    help=f"sentence encoder the model embeds text with, in training and whenever it classifies (default "
-                   f"{config.ENCODER_MODEL}; all-mpnet-base-v2: about +0.03 macro-F1 on the gold sets at ~6x the cost per text, "
+                   f"{config.ENCODER_MODEL}; all-mpnet-base-v2: about +0.04 macro-F1 on the gold sets at 5-9x the cost per text, "
                    "installed by `make setup-mpnet`)")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the registry already has a champion")
     p.set_defaults(func=cmd_train)

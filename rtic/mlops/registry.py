@@ -293,6 +293,8 @@ def _load_pyfunc(path: Path, settings: Settings, what: str):
         raise RticError(f"{what}: its MLmodel file in {path} is damaged ({_first_line(exc)}): restore the model folder or re-register with `rtic train`") from None
     try:
         return mlflow.pyfunc.load_model(str(path), model_config=load_config(settings))
+    except RticError:  # already one line saying what to do (e.g. the model's encoder is not installed here)
+        raise
     except Exception as exc:  # noqa: BLE001 - a damaged artifact raises anything from KeyError to UnpicklingError
         raise RticError(f"cannot load {what} from {path}: {_first_line(exc)}: restore the model folder or re-register with `rtic train`") from None
 

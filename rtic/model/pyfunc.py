@@ -40,6 +40,7 @@ class SectorModel(PythonModel):
             batch_size=int(config.get("batch_size") or 32),
             model=encoder_of_record(self.meta),
         )
+        self.classifier.encoder.model.model_dir()  # a missing encoder is one line now, not at the first batch (or on an executor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         wanted = (params or {}).get("taxonomy_version") or ""

