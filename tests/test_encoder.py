@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtic.embed.encoder import Encoder, EmbeddingCache, verify_weights
+from rtic.embed.encoder import MINILM, WEIGHTS_FILE, Encoder, EmbeddingCache, verify_model_files
 from rtic.errors import RticError
 
 
@@ -43,12 +43,48 @@ def test_long_text_is_split_into_chunks_and_pooled(tmp_path):
     assert np.isfinite(v).all()
 
 
-def test_tampered_weights_are_refused(tmp_path):
-    (tmp_path / "model.safetensors").write_bytes(b"not the real weights")
-    with pytest.raises(RticError, match="do not match upstream"):
-        verify_weights(tmp_path)
+@pytest.fixture
+def minilm_copy(tmp_path):
+    """A copy of the installed MiniLM folder's pinned files (the weights linked, not copied)."""
+    source = MINILM.model_dir()
+    for path, _, _ in MINILM.files:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        if path == WEIGHTS_FILE:
+            (tmp_path / path).symlink_to(source / path)
+        else:
+            (tmp_path / path).write_bytes((source / path).read_bytes())
+    return tmp_path
+
+
+def test_every_file_the_model_is_read_from_is_checked(minilm_copy):
+    verify_model_files(minilm_copy)  # the installed files are the pinned ones
+    tokenizer = minilm_copy / "tokenizer.json"
+    data = tokenizer.read_bytes()
+    tokenizer.write_bytes(data.replace(b'"[UNK]"', b'"[UNX]"', 1))  # same size, one token renamed
+    with pytest.raises(RticError, match=r"all-MiniLM-L6-v2 file .*tokenizer.json does not match the packaged all-MiniLM-L6-v2 \(sha256 "):
+        verify_model_files(minilm_copy)
+    with pytest.raises(RticError, match="tokenizer.json does not match"):
+        Encoder(model_dir=minilm_copy).encode(["refused before the model is built"])
+    tokenizer.write_bytes(data + b" ")
+    with pytest.raises(RticError, match=f"tokenizer.json does not match the packaged all-MiniLM-L6-v2 \\({len(data) + 1} bytes, not {len(data)}\\)"):
+        verify_model_files(minilm_copy)
+    tokenizer.write_bytes(data)
+    (minilm_copy / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(RticError, match=r"all-MiniLM-L6-v2 file .*1_Pooling/config.json not found"):
+        verify_model_files(minilm_copy)
+
+
+def test_tampered_weights_are_refused(tmp_path, minilm_copy):
+    weights = minilm_copy / WEIGHTS_FILE
+    forged = tmp_path / "forged.safetensors"
+    with open(forged, "wb") as fh:
+        fh.truncate(weights.stat().st_size)  # the right size, not the right bytes
+    weights.unlink()
+    weights.symlink_to(forged)
+    with pytest.raises(RticError, match="embedding weights .* do not match upstream all-MiniLM-L6-v2 \\(sha256 "):
+        verify_model_files(minilm_copy)
     with pytest.raises(RticError, match="not found"):
-        verify_weights(tmp_path / "missing")
+        verify_model_files(minilm_copy / "missing")
 
 
 def test_cache_roundtrip(tmp_path):

@@ -3,14 +3,18 @@ then used by everything that scores with the model (classify, the fast path, exp
 Real weights, real MLflow SQLite registry, the real CLI."""
 
 import dataclasses
+import hashlib
+import io
 import json
+import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from rtic.config import DEFAULT_SEED_LABELS, Settings
-from rtic.embed.encoder import MINILM, MPNET, Encoder, EncoderModel, assembled_model_dir, encoder_model, encoder_of_record
+from rtic.embed.encoder import (MINILM, MPNET, WEIGHTS_FILE, Encoder, EncoderModel, assembled_model_dir, encoder_model,
+                                encoder_of_record)
 from rtic.errors import RticError
 from conftest import needs_mpnet, run_cli
 from test_spark import SPARK_ENV
@@ -32,7 +36,8 @@ def test_encoders_are_named_by_short_name_or_upstream_id_and_old_models_mean_min
 
 
 def test_a_missing_encoder_package_says_how_to_install_it():
-    absent = EncoderModel("rtic-no-such-encoder", "nobody/none", "0" * 64, 8, 16, "run `make setup-nothing`")
+    absent = EncoderModel("rtic-no-such-encoder", "nobody/none", ((WEIGHTS_FILE, 1, "0" * 64),), 8, 16, "run `make setup-nothing`",
+                          split_zip_parts=5)
     with pytest.raises(RticError, match=r"rtic-no-such-encoder is not installed \(part 001 of 5 is missing\): run `make setup-nothing`"):
         absent.model_dir()
 
@@ -58,10 +63,58 @@ def test_mpnet_vectors_are_its_own_and_cached_apart(tmp_path):
 
 @needs_mpnet
 def test_a_reassembly_whose_weights_are_not_upstreams_leaves_nothing(tmp_path):
-    forged = dataclasses.replace(MPNET, weights_sha256="0" * 64)  # as if the packages held other weights
+    # as if the packages held other weights
+    forged = dataclasses.replace(MPNET, files=tuple((p, n, "0" * 64 if p == WEIGHTS_FILE else d) for p, n, d in MPNET.files))
     with pytest.raises(RticError, match="do not match upstream all-mpnet-base-v2"):
         assembled_model_dir(forged, root=tmp_path)
     assert list(tmp_path.iterdir()) == []  # no half-built folder for the next run to trust
+
+
+TINY_FILES = {"config.json": b'{"hidden_size": 8}', WEIGHTS_FILE: b"weights!"}
+TINY = EncoderModel("tiny", "nobody/tiny", tuple((p, len(b), hashlib.sha256(b).hexdigest()) for p, b in TINY_FILES.items()), 8, 16,
+                    "reinstall tiny", split_zip_parts=3)
+
+
+def zip_parts(tmp_path, members: dict[str, bytes], parts: int = 3) -> list:
+    """`members` zipped (deflated) and split into `parts` files, as the split-zip packages ship a model."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    data, paths = buffer.getvalue(), []
+    step = -(-len(data) // parts)
+    for n in range(parts):
+        paths.append(tmp_path / f"tiny.zip.{n + 1:03d}")
+        paths[-1].write_bytes(data[n * step:(n + 1) * step])
+    return paths
+
+
+def test_reassembly_extracts_only_the_pinned_files_of_the_models_folder(tmp_path):
+    root = tmp_path / "encoders"
+    hostile = {"tiny/../../escaped.txt": b"x", "/etc/tiny": b"x", "other/config.json": b"x", "tiny/README.md": b"x",
+               **{f"tiny/{p}": b for p, b in TINY_FILES.items()}}
+    folder = assembled_model_dir(TINY, root=root, parts=zip_parts(tmp_path, hostile))
+    assert folder == root / "tiny"
+    assert sorted(p.name for p in folder.rglob("*")) == sorted(TINY_FILES)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "zip" not in p.name) == sorted(TINY_FILES)  # nothing escaped
+
+
+def test_a_hostile_or_broken_split_zip_leaves_nothing(tmp_path):
+    root = tmp_path / "encoders"
+    bomb = {"tiny/config.json": b"\0" * (16 << 20), f"tiny/{WEIGHTS_FILE}": TINY_FILES[WEIGHTS_FILE]}  # 16 MiB from ~16 KiB
+    cases = [(bomb, r"tiny file .*config.json does not match the packaged tiny \(19 bytes, not 18\)"),
+             ({"tiny/config.json": TINY_FILES["config.json"]}, "the package parts lack model.safetensors: reinstall them"),
+             ({f"tiny/{p}": b.upper() for p, b in TINY_FILES.items()}, "does not match the packaged tiny .sha256"),
+             ({"tiny/config.json": TINY_FILES["config.json"], f"tiny/{WEIGHTS_FILE}": b"WEIGHTS!"}, "embedding weights .* do not match upstream tiny")]
+    for members, message in cases:
+        with pytest.raises(RticError, match=message):
+            assembled_model_dir(TINY, root=root, parts=zip_parts(tmp_path, members))
+        assert list(root.iterdir()) == []  # no half-built folder for the next run to trust
+    garbage = tmp_path / "garbage.001"
+    garbage.write_bytes(b"not a zip at all")
+    with pytest.raises(RticError, match="the package parts do not make a zip"):
+        assembled_model_dir(TINY, root=root, parts=[garbage])
+    assert list(root.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +159,16 @@ def test_a_model_trained_with_mpnet_scores_with_mpnet(mpnet_home, tmp_path):
 
 
 @needs_mpnet
+def test_train_if_missing_says_when_the_champion_has_another_encoder(mpnet_home):
+    """`make demo` on a registry whose champion is an mpnet model keeps it, and says it is not the encoder asked for."""
+    res = run_cli("train", "--if-missing", home=mpnet_home)
+    assert res.returncode == 0, res.stderr
+    assert "it was trained with all-mpnet-base-v2, not all-MiniLM-L6-v2; not retraining" in res.stdout
+    res = run_cli("train", "--if-missing", "--encoder-model", "all-mpnet-base-v2", home=mpnet_home)
+    assert res.returncode == 0 and "not retraining" in res.stdout and "trained with" not in res.stdout
+
+
+@needs_mpnet
 def test_the_fast_path_of_an_mpnet_model_is_distilled_from_mpnet(mpnet_home, tmp_path):
     from rtic.score.fastpath import load_head
 
@@ -131,6 +194,12 @@ def test_the_fast_path_of_an_mpnet_model_is_distilled_from_mpnet(mpnet_home, tmp
     pd.testing.assert_series_equal(runs["0"]["assigned"], exact["assigned"])
     # the static pass approximates mpnet's scores (read with mpnet's tokenizer and table), not some other model's
     assert np.corrcoef(runs["1"]["probability"], exact["probability"])[0, 1] > 0.9
+    # static-pass workers get the model and head once and read with mpnet's tokenizer and table too
+    out = tmp_path / "workers.parquet"
+    res = run_cli("classify", str(register), "--fast", "--fast-risk", "1", "--fast-workers", "2", "--out", str(out), home=mpnet_home)
+    assert res.returncode == 0, res.stderr
+    workers = pd.read_parquet(out).set_index(["firm_id", "sector_id"]).sort_index()
+    pd.testing.assert_frame_equal(workers[["assigned", "probability", "scored_by"]], runs["1"][["assigned", "probability", "scored_by"]])
 
 
 @needs_mpnet

@@ -393,4 +393,5 @@ def test_train_if_missing_replaces_a_champion_of_another_taxonomy(tmp_path, mini
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("rtic-sector-classifier", "champion")
     assert str(champion.version) == "2" and champion.tags["taxonomy_version"] == load_taxonomy().version
+    assert champion.tags["encoder_model"] == "all-MiniLM-L6-v2"
     assert champion.tags["promotion_forced"] == "true"

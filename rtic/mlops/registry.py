@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from rtic.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
+from rtic.embed.encoder import encoder_of_record
 from rtic.errors import RticError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rtic/: shipped with every model (code_paths)
@@ -335,6 +336,7 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
     client = MlflowClient()
     version = info.registered_model_version
     client.set_model_version_tag(name, str(version), "taxonomy_version", meta["taxonomy_version"])
+    client.set_model_version_tag(name, str(version), "encoder_model", encoder_of_record(meta).name)
     source = client.get_model_version_download_uri(name, str(version))
     model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
     client.set_model_version_tag(name, str(version), DIGEST_TAG, json.dumps(artifact_digests(model_dir), sort_keys=True))
@@ -346,8 +348,8 @@ def log_model(classifier_path: Path, meta: dict, input_example, name: str, set_c
     return mv
 
 
-def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
-    """The taxonomy version the champion was trained on ('' when unrecorded); None when there is no champion."""
+def champion_tags(settings: Settings, name: str = MODEL_NAME) -> dict[str, str] | None:
+    """The champion version's tags (taxonomy_version, encoder_model, …); None when there is no champion."""
     from mlflow.exceptions import MlflowException
 
     if settings.registry_missing:
@@ -358,7 +360,13 @@ def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str
             mv = mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         return None
-    return mv.tags.get("taxonomy_version") or ""
+    return dict(mv.tags)
+
+
+def champion_taxonomy_version(settings: Settings, name: str = MODEL_NAME) -> str | None:
+    """The taxonomy version the champion was trained on ('' when unrecorded); None when there is no champion."""
+    tags = champion_tags(settings, name)
+    return None if tags is None else tags.get("taxonomy_version") or ""
 
 
 def has_champion(settings: Settings, name: str = MODEL_NAME) -> bool:

@@ -52,7 +52,7 @@ import pandas as pd
 
 from rtic.model.classifier import lead_snippet
 from rtic.config import DEFAULT_SEED_LABELS, Settings
-from rtic.embed.encoder import MINILM, EncoderModel, encoder_model, verify_weights
+from rtic.embed.encoder import MINILM, EncoderModel, encoder_model
 from rtic.errors import RticError
 from rtic.progress import rate_eta
 from rtic.contracts import assigned_column, probability_column
@@ -104,21 +104,19 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
 
     transformers.utils.logging.disable_progress_bar()
 
-    spec = model
-    model_dir = spec.model_dir()
-    verify_weights(model_dir, spec)
+    model_dir = model.verified_dir()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    transformer = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
     vocab = len(tokenizer)
-    table = np.zeros((vocab, model.config.hidden_size), dtype=np.float32)
+    table = np.zeros((vocab, transformer.config.hidden_size), dtype=np.float32)
     log.info(f"distilling {vocab:,} token vectors from {model_dir.name} into {path} …")
     started = time.monotonic()
     with torch.inference_mode():
         for n, start in enumerate(range(0, vocab, batch), 1):
             ids = torch.arange(start, min(start + batch, vocab))
             inputs = torch.stack([torch.full_like(ids, tokenizer.cls_token_id), ids, torch.full_like(ids, tokenizer.sep_token_id)], dim=1)
-            hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
+            hidden = transformer(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
             table[start : start + len(ids)] = hidden.mean(dim=1).numpy()  # the sentence model's mean pooling
             if n % 8 == 0:
                 done = start + len(ids)
@@ -126,7 +124,7 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
     table -= table.mean(axis=0, keepdims=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to a name
         np.save(fh, table)
-    meta = {"method": STATIC_METHOD, "encoder_model": spec.name, "source_weights_sha256": spec.weights_sha256, "vocab": vocab,
+    meta = {"method": STATIC_METHOD, "encoder_model": model.name, "source_weights_sha256": model.weights_sha256, "vocab": vocab,
             "dims": int(table.shape[1])}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return path
@@ -136,7 +134,7 @@ def build_static_model(settings: Settings, force: bool = False, batch: int = 102
 def _tokenizer(model_name: str):
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(encoder_model(model_name).model_dir() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(encoder_model(model_name).verified_dir() / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
